@@ -1,0 +1,12 @@
+import type { HttpBindings } from '@hono/node-server';
+import type { CacheResult } from '../oci/headers.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Kind } from '../observability/metrics.ts';
+
+/** Per-request facts the handlers fill in and the access log / metrics read at the end. */
+export type RequestStats = { kind: Kind | undefined; result: CacheResult | undefined; bytes: number };
+
+export type AppEnv = {
+  Bindings: HttpBindings;
+  Variables: { reqId: string; log: Logger; stats: RequestStats };
+};

@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { RegistryError, toErrorBody } from '../oci/errors.ts';
+import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } from '../oci/headers.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { AppEnv } from './app-env.ts';
+import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
+
+export type AppServices = RegistryServices & { metrics: Metrics; log: Logger; isReady: () => boolean };
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Wire the middleware, the pull API, the ops endpoints and the one error handler. */
+export function createApp(svc: AppServices): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.use('*', async (c, next) => {
+    const incoming = c.req.header(REQUEST_ID);
+    const reqId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
+    const log = svc.log.child({ reqId });
+    const stats = { kind: undefined, result: undefined, bytes: 0 };
+    c.set('reqId', reqId);
+    c.set('log', log);
+    c.set('stats', stats);
+    c.header(REQUEST_ID, reqId);
+    const started = performance.now();
+    const out = c.env.outgoing;
+    // Log when the response has really finished (blob bodies outlive the handler).
+    out.once('close', () => {
+      const durationMs = Math.round((performance.now() - started) * 10) / 10;
+      const status = out.statusCode;
+      const aborted = !out.writableFinished;
+      if (stats.kind) {
+        const result: string = stats.result ?? 'error';
+        svc.metrics.requests.inc({ kind: stats.kind, method: c.req.method, result, status: String(status) });
+        svc.metrics.requestDuration.observe({ kind: stats.kind, result }, durationMs / 1000);
+        if (stats.bytes > 0) svc.metrics.servedBytes.inc({ kind: stats.kind, source: result === 'hit' || result === 'stale' || result === 'revalidated' ? 'cache' : 'upstream' }, stats.bytes);
+      }
+      const path = c.req.path.length > 512 ? `${c.req.path.slice(0, 512)}…` : c.req.path;
+      log.info({ method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
+    });
+    await next();
+  });
+
+  app.get('/healthz', (c) => c.text('ok'));
+  app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
+  app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
+
+  const registry = createRegistryHandler(svc);
+  app.all('/v2', registry);
+  app.all('/v2/*', registry);
+
+  app.notFound((c) => errorResponse(c, new RegistryError('UNSUPPORTED', { status: 404, message: 'no such endpoint' })));
+  app.onError((err, c) => {
+    if (err instanceof RegistryError) {
+      const log = c.get('log') ?? svc.log;
+      if (err.status >= 500) log.error({ code: err.code, err: err.message, cause: (err.cause as Error | undefined)?.message }, 'request failed');
+      const stats = c.get('stats');
+      if (stats && !stats.result) stats.result = undefined;
+      return errorResponse(c, err);
+    }
+    (c.get('log') ?? svc.log).error({ err }, 'unhandled error');
+    return errorResponse(c, new RegistryError('UNKNOWN', { cause: err }));
+  });
+  return app;
+}
+
+function errorResponse(c: Context<AppEnv>, err: RegistryError): Response {
+  const headers: Record<string, string> = { ...err.headers, [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE, 'Content-Type': 'application/json' };
+  const stats = c.get('stats');
+  if (stats?.result) headers[X_CACHE] = stats.result.toUpperCase();
+  if (c.req.method === 'HEAD') return c.body(null, err.status as 400, headers);
+  return c.body(JSON.stringify(toErrorBody(err)), err.status as 400, headers);
+}

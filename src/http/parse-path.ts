@@ -1,0 +1,44 @@
+import { parseDigest, type Digest } from '../oci/digest.ts';
+import { RegistryError } from '../oci/errors.ts';
+import { parseReference, parseRepositoryName, type Reference, type RepositoryName } from '../oci/reference.ts';
+
+export type ApiRoute =
+  | { route: 'base' }
+  | { route: 'manifest'; name: RepositoryName; reference: Reference }
+  | { route: 'blob'; name: RepositoryName; digest: Digest }
+  | { route: 'upload' }
+  | { route: 'tags'; name: RepositoryName }
+  | { route: 'referrers'; name: RepositoryName; digest: Digest }
+  | { route: 'catalog' };
+
+// The name is greedy: the last `/manifests/` (etc.) in the path is the separator,
+// which is how the spec's grammar resolves names containing those words.
+const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.*)$/;
+
+/**
+ * Map a raw (still percent-encoded) URL path to an API route, validating
+ * every part against the distribution-spec grammar. A percent-encoded byte can
+ * never be valid in a name, tag or digest, so encoded traversal is rejected
+ * along with the plain kind.
+ */
+export function parseApiPath(path: string): ApiRoute {
+  if (path === '/v2/' || path === '/v2') return { route: 'base' };
+  if (path === '/v2/_catalog') return { route: 'catalog' };
+  const m = ROUTE.exec(path);
+  if (!m) throw new RegistryError('UNSUPPORTED', { status: 404, message: 'no such API endpoint' });
+  const [, rawName = '', kind, rest = ''] = m;
+  if (kind === 'blobs' && (rest === 'uploads' || rest === 'uploads/' || rest.startsWith('uploads/'))) return { route: 'upload' };
+  const name = parseRepositoryName(rawName);
+  switch (kind) {
+    case 'manifests':
+      if (rest.length === 0 || rest.includes('/')) throw new RegistryError('MANIFEST_UNKNOWN', { status: 404, message: 'invalid manifest reference' });
+      return { route: 'manifest', name, reference: parseReference(rest) };
+    case 'blobs':
+      return { route: 'blob', name, digest: parseDigest(rest) };
+    case 'referrers':
+      return { route: 'referrers', name, digest: parseDigest(rest) };
+    default:
+      if (rest !== 'list') throw new RegistryError('UNSUPPORTED', { status: 404, message: 'no such API endpoint' });
+      return { route: 'tags', name };
+  }
+}

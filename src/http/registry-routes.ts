@@ -1,0 +1,186 @@
+import type { Context } from 'hono';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { RegistryError } from '../oci/errors.ts';
+import {
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, X_CACHE,
+} from '../oci/headers.ts';
+import { parseAccept } from '../oci/media-types.ts';
+import type { RepositoryName } from '../oci/reference.ts';
+import type { Digest } from '../oci/digest.ts';
+import type { PullThroughBlobs } from '../proxy/blobs.ts';
+import type { PullThroughManifests } from '../proxy/manifests.ts';
+import { readBounded, readErrorText } from '../proxy/read-body.ts';
+import { headerString } from '../upstream/client.ts';
+import { upstreamStatusToError, type RouteKind } from '../upstream/upstream-error.ts';
+import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
+import type { AppEnv } from './app-env.ts';
+import { parseApiPath } from './parse-path.ts';
+import { parseRange } from './range.ts';
+import { sendBody } from './send-blob.ts';
+
+export type RegistryServices = { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; maxPassthroughBytes: number };
+
+const PASSTHROUGH_RESPONSE_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST.toLowerCase()];
+
+/** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
+export function createRegistryHandler(svc: RegistryServices) {
+  return async (c: Context<AppEnv>): Promise<Response> => {
+    c.header(DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE);
+    const method = c.req.method;
+    const route = parseApiPath(rawPath(c.req.url));
+    if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED');
+    switch (route.route) {
+      case 'base':
+        return c.json({});
+      case 'upload':
+      case 'catalog':
+        throw new RegistryError('UNSUPPORTED');
+      case 'manifest':
+        return getManifest(c, svc, route.name, route.reference);
+      case 'blob':
+        return getBlob(c, svc, route.name, route.digest);
+      case 'tags': {
+        const q = new URLSearchParams();
+        for (const k of ['n', 'last'] as const) {
+          const v = c.req.query(k);
+          if (v !== undefined) q.set(k, v);
+        }
+        return passthrough(c, svc, 'tags', route.name, 'tags/list', q);
+      }
+      case 'referrers': {
+        const q = new URLSearchParams();
+        const at = c.req.query('artifactType');
+        if (at !== undefined) q.set('artifactType', at);
+        return passthrough(c, svc, 'referrers', route.name, `referrers/${route.digest}`, q);
+      }
+    }
+  };
+}
+
+function rawPath(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2);
+  const q = url.indexOf('?', start);
+  return url.slice(start, q === -1 ? undefined : q);
+}
+
+function resolve(c: Context<AppEnv>, svc: RegistryServices, name: RepositoryName): ResolvedTarget {
+  return svc.upstreams.resolve(name, c.req.query('ns'));
+}
+
+async function getManifest(
+  c: Context<AppEnv>,
+  svc: RegistryServices,
+  name: RepositoryName,
+  reference: Parameters<PullThroughManifests['get']>[0]['reference'],
+): Promise<Response> {
+  const stats = c.get('stats');
+  stats.kind = 'manifest';
+  const target = resolve(c, svc, name);
+  const headOnly = c.req.method === 'HEAD';
+  const m = await svc.manifests.get({
+    ...target,
+    reference,
+    accept: parseAccept([c.req.header('accept') ?? '']),
+    clientAuth: c.req.header('authorization'),
+    headOnly,
+  });
+  stats.result = m.result;
+  const headers = {
+    'Content-Type': m.mediaType,
+    'Content-Length': String(m.size),
+    [DOCKER_CONTENT_DIGEST]: m.digest,
+    ETag: `"${m.digest}"`,
+    [X_CACHE]: m.result.toUpperCase(),
+  };
+  if (headOnly || !m.bytes) return c.body(null, 200, headers);
+  stats.bytes = m.bytes.length;
+  return c.body(asBody(m.bytes), 200, headers);
+}
+
+async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: RepositoryName, digest: Digest): Promise<Response> {
+  const stats = c.get('stats');
+  stats.kind = 'blob';
+  const target = resolve(c, svc, name);
+  const req = { ...target, digest, clientAuth: c.req.header('authorization') };
+  const base: Record<string, string | number> = {
+    [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE,
+    'Content-Type': 'application/octet-stream',
+    [DOCKER_CONTENT_DIGEST]: digest,
+    ETag: `"${digest}"`,
+    [ACCEPT_RANGES]: 'bytes',
+  };
+  if (c.req.method === 'HEAD') {
+    const h = await svc.blobs.head(req);
+    stats.result = h.result;
+    const headers: Record<string, string> = { ...stringify(base), [X_CACHE]: h.result.toUpperCase() };
+    if (h.size !== undefined) headers['Content-Length'] = String(h.size);
+    return c.body(null, 200, headers);
+  }
+  const opened = await svc.blobs.open(req);
+  stats.result = opened.result;
+  base[X_CACHE] = opened.result.toUpperCase();
+  let range;
+  try {
+    range = opened.size === undefined ? undefined : parseRange(c.req.header('range'), opened.size);
+  } catch (err) {
+    if (opened.source === 'file') await opened.fh.close();
+    throw err;
+  }
+  const out = c.env.outgoing;
+  const log = c.get('log');
+  const status = range ? 206 : 200;
+  if (range) base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${opened.size}`;
+  if (range) base['Content-Length'] = range.end - range.start;
+  else if (opened.size !== undefined) base['Content-Length'] = opened.size;
+  const body =
+    opened.source === 'file'
+      ? opened.fh.createReadStream({ start: range?.start ?? 0, end: (range?.end ?? opened.size) - 1, highWaterMark: 512 * 1024, autoClose: true })
+      : opened.fill.createReader(range?.start ?? 0, range?.end);
+  sendBody(out, status, base, body, stats, log);
+  return RESPONSE_ALREADY_SENT;
+}
+
+/** Tags and referrers: small JSON answers, relayed as they are (never cached). */
+async function passthrough(
+  c: Context<AppEnv>,
+  svc: RegistryServices,
+  kind: RouteKind,
+  name: RepositoryName,
+  suffix: string,
+  query: URLSearchParams,
+): Promise<Response> {
+  const stats = c.get('stats');
+  stats.kind = kind === 'tags' ? 'tags' : 'referrers';
+  stats.result = 'bypass';
+  const target = resolve(c, svc, name);
+  const qs = query.size > 0 ? `?${query.toString()}` : '';
+  const res = await target.upstream.request({
+    method: c.req.method === 'HEAD' ? 'HEAD' : 'GET',
+    path: `/v2/${target.remoteName}/${suffix}${qs}`,
+    repo: target.remoteName,
+    accept: c.req.header('accept'),
+    clientAuth: c.req.header('authorization'),
+  });
+  if (res.status !== 200) throw upstreamStatusToError(kind, res.status, await readErrorText(res.body), res.headers);
+  const headers: Record<string, string> = { [X_CACHE]: 'BYPASS' };
+  for (const h of PASSTHROUGH_RESPONSE_HEADERS) {
+    const v = headerString(res.headers[h]);
+    if (v !== undefined) headers[h] = v;
+  }
+  if (c.req.method === 'HEAD') {
+    await res.body.dump();
+    return c.body(null, 200, headers);
+  }
+  const bytes = await readBounded(res.body, svc.maxPassthroughBytes);
+  stats.bytes = bytes.length;
+  return c.body(asBody(bytes), 200, headers);
+}
+
+function stringify(h: Record<string, string | number>): Record<string, string> {
+  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, String(v)]));
+}
+
+/** Node Buffers here are never backed by a SharedArrayBuffer; hono's types want that said. */
+function asBody(buf: Buffer): Uint8Array<ArrayBuffer> {
+  return buf as Uint8Array<ArrayBuffer>;
+}

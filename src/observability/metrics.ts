@@ -1,0 +1,68 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Kind = 'blob' | 'manifest' | 'tags' | 'referrers';
+
+/** Every Gantry metric, created against one registry per instance (no globals, so tests can run many). */
+export function createMetrics(registry = new Registry()) {
+  collectDefaultMetrics({ register: registry, prefix: 'gantry_' });
+  const m = {
+    registry,
+    requests: new Counter({
+      name: 'gantry_requests_total',
+      help: 'Pull API requests by kind, method, cache result and status',
+      labelNames: ['kind', 'method', 'result', 'status'] as const,
+      registers: [registry],
+    }),
+    servedBytes: new Counter({
+      name: 'gantry_served_bytes_total',
+      help: 'Body bytes sent to clients, by kind and source (cache = hit, coalesced/miss = streamed from a fill)',
+      labelNames: ['kind', 'source'] as const,
+      registers: [registry],
+    }),
+    upstreamBytes: new Counter({
+      name: 'gantry_upstream_bytes_total',
+      help: 'Body bytes received from upstreams',
+      labelNames: ['kind', 'upstream'] as const,
+      registers: [registry],
+    }),
+    upstreamRequests: new Counter({
+      name: 'gantry_upstream_requests_total',
+      help: 'Requests sent upstream by method and status (0 = network error)',
+      labelNames: ['upstream', 'method', 'status'] as const,
+      registers: [registry],
+    }),
+    upstreamDuration: new Histogram({
+      name: 'gantry_upstream_request_duration_seconds',
+      help: 'Time to upstream response headers',
+      labelNames: ['upstream', 'method'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'gantry_http_request_duration_seconds',
+      help: 'Time to response headers for pull API requests',
+      labelNames: ['kind', 'result'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    inflightFills: new Gauge({ name: 'gantry_inflight_fills', help: 'Blob fills in progress', registers: [registry] }),
+    inflightWaiters: new Gauge({
+      name: 'gantry_inflight_waiters',
+      help: 'Client responses currently streaming from an in-progress fill',
+      registers: [registry],
+    }),
+    fills: new Counter({
+      name: 'gantry_fills_total',
+      help: 'Completed blob fills by outcome (committed, digest_mismatch, size_mismatch, upstream_error, timeout)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    cacheBytes: new Gauge({ name: 'gantry_cache_bytes', help: 'Bytes of blobs and manifests in the cache', registers: [registry] }),
+    cacheEntries: new Gauge({ name: 'gantry_cache_entries', help: 'Blobs and manifests in the cache', registers: [registry] }),
+    evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
+    evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,13 @@
+/** Header names used on the wire; constants so a typo is a compile error. */
+export const DOCKER_CONTENT_DIGEST = 'Docker-Content-Digest';
+export const DOCKER_API_VERSION = 'Docker-Distribution-API-Version';
+export const DOCKER_API_VERSION_VALUE = 'registry/2.0';
+export const WWW_AUTHENTICATE = 'WWW-Authenticate';
+export const X_CACHE = 'X-Cache';
+export const RETRY_AFTER = 'Retry-After';
+export const CONTENT_RANGE = 'Content-Range';
+export const ACCEPT_RANGES = 'Accept-Ranges';
+export const REQUEST_ID = 'X-Request-Id';
+
+/** How a request was served, as reported in X-Cache and the metrics' `result` label. */
+export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'stale' | 'revalidated' | 'bypass';

@@ -1,0 +1,133 @@
+import type { FileHandle } from 'node:fs/promises';
+import type { Digest } from '../oci/digest.ts';
+import { RegistryError } from '../oci/errors.ts';
+import type { CacheResult } from '../oci/headers.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { ContentCache } from '../store/content-cache.ts';
+import { headerString } from '../upstream/client.ts';
+import { upstreamStatusToError } from '../upstream/upstream-error.ts';
+import type { ResolvedTarget } from '../upstream/upstreams.ts';
+import { Fill } from './fill.ts';
+import { readErrorText } from './read-body.ts';
+
+export type BlobRequest = ResolvedTarget & { digest: Digest; clientAuth?: string | undefined };
+
+export type OpenedBlob =
+  | { source: 'file'; fh: FileHandle; size: number; result: CacheResult }
+  | { source: 'fill'; fill: Fill; size: number | undefined; result: CacheResult };
+
+/**
+ * Pull-through blobs: local file, else join the in-flight fill, else start one.
+ * A fill is owned by no client: it runs under its own deadline and the
+ * shutdown signal, so the first requester leaving does not cancel it.
+ */
+export class PullThroughBlobs {
+  private readonly inflight = new Map<Digest, Promise<Fill>>();
+  private readonly cache: ContentCache;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+  private readonly fillTimeoutMs: number;
+  private readonly shutdown: AbortSignal;
+
+  constructor(opts: { cache: ContentCache; metrics: Metrics; log: Logger; fillTimeoutMs: number; shutdown: AbortSignal }) {
+    this.cache = opts.cache;
+    this.metrics = opts.metrics;
+    this.log = opts.log;
+    this.fillTimeoutMs = opts.fillTimeoutMs;
+    this.shutdown = opts.shutdown;
+  }
+
+  async open(req: BlobRequest): Promise<OpenedBlob> {
+    const local = await this.cache.open(req.digest);
+    if (local) return { source: 'file', fh: local.fh, size: local.size, result: 'hit' };
+    let pending = this.inflight.get(req.digest);
+    let result: CacheResult = 'coalesced';
+    if (!pending) {
+      // A fill may have committed while we looked at the disk.
+      const raced = this.cache.peek(req.digest) ? await this.cache.open(req.digest) : undefined;
+      if (raced) return { source: 'file', fh: raced.fh, size: raced.size, result: 'hit' };
+      pending = this.startFill(req);
+      this.inflight.set(req.digest, pending);
+      pending.catch(() => this.inflight.delete(req.digest));
+      result = 'miss';
+    }
+    const fill = await pending;
+    return { source: 'fill', fill, size: fill.expectedSize, result };
+  }
+
+  /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */
+  async head(req: BlobRequest): Promise<{ size: number | undefined; result: CacheResult }> {
+    const entry = this.cache.peek(req.digest);
+    if (entry && (await this.cache.files.size(req.digest)) !== undefined) return { size: entry.size, result: 'hit' };
+    const pending = this.inflight.get(req.digest);
+    if (pending) {
+      const fill = await pending;
+      if (fill.expectedSize !== undefined) return { size: fill.expectedSize, result: 'coalesced' };
+    }
+    const res = await req.upstream.request({
+      method: 'HEAD',
+      path: `/v2/${req.remoteName}/blobs/${req.digest}`,
+      repo: req.remoteName,
+      clientAuth: req.clientAuth,
+    });
+    await res.body.dump();
+    if (res.status !== 200) throw upstreamStatusToError('blob', res.status, '', res.headers);
+    const len = Number(headerString(res.headers['content-length']));
+    return { size: Number.isSafeInteger(len) && len >= 0 ? len : undefined, result: 'miss' };
+  }
+
+  private async startFill(req: BlobRequest): Promise<Fill> {
+    const signal = AbortSignal.any([this.shutdown, AbortSignal.timeout(this.fillTimeoutMs)]);
+    const res = await req.upstream.request({
+      method: 'GET',
+      path: `/v2/${req.remoteName}/blobs/${req.digest}`,
+      repo: req.remoteName,
+      clientAuth: req.clientAuth,
+      signal,
+    });
+    if (res.status !== 200) {
+      throw upstreamStatusToError('blob', res.status, await readErrorText(res.body), res.headers);
+    }
+    const len = Number(headerString(res.headers['content-length']));
+    const expectedSize = Number.isSafeInteger(len) && len >= 0 ? len : undefined;
+    const upstreamHost = req.upstream.host;
+    let fill: Fill;
+    try {
+      fill = await Fill.create({
+        digest: req.digest,
+        expectedSize,
+        tempPath: this.cache.files.newTempPath(),
+        commit: async (tempPath, size) => {
+          await this.cache.files.commit(tempPath, req.digest);
+          const now = Date.now();
+          await this.cache.add(req.digest, {
+            kind: 'blob', size, mediaType: 'application/octet-stream', upstream: upstreamHost,
+            repo: req.remoteName, createdAt: now, lastAccess: now, hits: 0,
+          });
+        },
+      });
+    } catch (err) {
+      res.body.destroy();
+      throw new RegistryError('UNAVAILABLE', { message: 'cannot write to the cache', cause: err });
+    }
+    this.metrics.inflightFills.inc();
+    const started = performance.now();
+    void fill.run(countBytes(res.body, (n) => this.metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
+      this.inflight.delete(req.digest);
+      this.metrics.inflightFills.dec();
+      this.metrics.fills.inc({ outcome });
+      const fields = { digest: req.digest, upstream: upstreamHost, repo: req.remoteName, bytes: fill.written, durationMs: Math.round(performance.now() - started) };
+      if (outcome === 'committed') this.log.info(fields, 'blob fill committed');
+      else this.log.error({ ...fields, outcome, err: fill.error?.message }, 'blob fill failed; nothing cached');
+    });
+    return fill;
+  }
+}
+
+async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    add(chunk.length);
+    yield chunk;
+  }
+}

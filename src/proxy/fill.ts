@@ -1,0 +1,201 @@
+import { EventEmitter } from 'node:events';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
+
+const READ_CHUNK_BYTES = 256 * 1024;
+
+export type FillOutcome = 'committed' | 'digest_mismatch' | 'size_mismatch' | 'upstream_error' | 'timeout' | 'write_error';
+
+export class FillError extends Error {
+  readonly outcome: FillOutcome;
+  constructor(outcome: FillOutcome, message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'FillError';
+    this.outcome = outcome;
+  }
+}
+
+export type FillOptions = {
+  digest: Digest;
+  /** From the upstream's Content-Length; undefined when it sent none. */
+  expectedSize: number | undefined;
+  tempPath: string;
+  /** Called with the verified, fsynced temp file; must move it into place and index it. */
+  commit: (tempPath: string, size: number) => Promise<void>;
+};
+
+/**
+ * One download of one blob into a temp file, hashed as it lands. Any number of
+ * readers tail the growing file (positional reads on the fill's own file
+ * handle), so followers stream while the bytes arrive and a slow reader falls
+ * behind on disk, not in memory.
+ *
+ * The last byte of what a reader asked for is held back until the digest is
+ * verified: a client can never receive a complete, unverified body. On a
+ * mismatch every reader is destroyed, which aborts its connection.
+ */
+export class Fill extends EventEmitter {
+  readonly digest: Digest;
+  readonly expectedSize: number | undefined;
+  written = 0;
+  state: 'filling' | 'committed' | 'failed' = 'filling';
+  error: FillError | undefined;
+  /** Resolves when the fill has ended, either way; never rejects. */
+  readonly done: Promise<void>;
+  private readonly opts: FillOptions;
+  private readonly fh: FileHandle;
+  private refs = 1; // the writer's own reference
+  private resolveDone!: () => void;
+
+  private constructor(fh: FileHandle, opts: FillOptions) {
+    super();
+    this.setMaxListeners(0);
+    this.fh = fh;
+    this.opts = opts;
+    this.digest = opts.digest;
+    this.expectedSize = opts.expectedSize;
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  static async create(opts: FillOptions): Promise<Fill> {
+    // w+ : the same descriptor serves the writer and every tailing reader; it stays valid across the rename.
+    const fh = await open(opts.tempPath, 'wx+');
+    return new Fill(fh, opts);
+  }
+
+  /** Drive the download to the end. Never throws; the outcome is in state/error. */
+  async run(body: AsyncIterable<Uint8Array>): Promise<FillOutcome> {
+    const digester = createDigester(digestAlgorithm(this.digest));
+    try {
+      try {
+        for await (const chunk of body) {
+          if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
+            throw new FillError('size_mismatch', `upstream sent more than ${this.expectedSize} bytes`);
+          }
+          digester.update(chunk);
+          await this.writeChunk(chunk);
+          this.emit('change');
+        }
+      } catch (err) {
+        if (err instanceof FillError) throw err;
+        const timeout = (err as Error).name === 'TimeoutError' || (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT';
+        const fromDisk = typeof (err as { syscall?: unknown }).syscall === 'string';
+        throw new FillError(fromDisk ? 'write_error' : timeout ? 'timeout' : 'upstream_error', (err as Error).message, err);
+      }
+      if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
+        throw new FillError('size_mismatch', `upstream sent ${this.written} of ${this.expectedSize} bytes`);
+      }
+      const actual = digester.digest();
+      if (actual !== this.digest) throw new FillError('digest_mismatch', `upstream bytes hash to ${actual}`);
+      await this.fh.sync();
+      await this.opts.commit(this.opts.tempPath, this.written);
+      this.state = 'committed';
+      return 'committed';
+    } catch (err) {
+      this.error = err instanceof FillError ? err : new FillError('write_error', (err as Error).message, err);
+      this.state = 'failed';
+      await unlink(this.opts.tempPath).catch(() => undefined);
+      return this.error.outcome;
+    } finally {
+      this.emit('change');
+      this.resolveDone();
+      await this.release();
+    }
+  }
+
+  private async writeChunk(chunk: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written);
+      off += bytesWritten;
+      this.written += bytesWritten;
+    }
+  }
+
+  /**
+   * A stream of bytes [start, end) of the blob as they become available.
+   * `end` undefined means to the end of the blob.
+   */
+  createReader(start = 0, end?: number): Readable {
+    this.refs += 1;
+    return new TailReader(this, start, end);
+  }
+
+  /** Positional read for readers; they hold a reference so the handle outlives them. */
+  async readAt(buf: Buffer, position: number): Promise<number> {
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, position);
+    return bytesRead;
+  }
+
+  async release(): Promise<void> {
+    this.refs -= 1;
+    if (this.refs === 0) await this.fh.close().catch(() => undefined);
+  }
+
+  /** Bytes a reader whose range ends at `end` may take now (see the class comment on holding back). */
+  readableLimit(end: number | undefined): number {
+    if (this.state === 'committed') return end === undefined ? this.written : Math.min(end, this.written);
+    const target = end ?? this.expectedSize;
+    return target === undefined ? this.written : Math.min(this.written, target - 1);
+  }
+}
+
+class TailReader extends Readable {
+  private readonly fill: Fill;
+  private pos: number;
+  private readonly end: number | undefined;
+  private pumping = false;
+  private released = false;
+
+  constructor(fill: Fill, start: number, end: number | undefined) {
+    super({ highWaterMark: READ_CHUNK_BYTES });
+    this.fill = fill;
+    this.pos = start;
+    this.end = end;
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.destroyed) {
+        const fill = this.fill;
+        if (fill.state === 'failed') {
+          this.destroy(fill.error);
+          return;
+        }
+        const limit = fill.readableLimit(this.end);
+        if (fill.state === 'committed' && this.pos >= limit) {
+          this.push(null);
+          return;
+        }
+        if (this.pos < limit) {
+          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, limit - this.pos));
+          const n = await fill.readAt(buf, this.pos);
+          if (this.destroyed) return;
+          this.pos += n;
+          if (!this.push(n === buf.length ? buf : buf.subarray(0, n))) return;
+          continue;
+        }
+        await new Promise<void>((resolve) => fill.once('change', resolve));
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.released) {
+      this.released = true;
+      void this.fill.release();
+    }
+    cb(err);
+  }
+}

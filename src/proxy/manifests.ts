@@ -1,0 +1,218 @@
+import { digestOf, type Digest } from '../oci/digest.ts';
+import { RegistryError, isRegistryError } from '../oci/errors.ts';
+import type { CacheResult } from '../oci/headers.ts';
+import { MANIFEST_ACCEPT, acceptsMediaType, sniffManifestMediaType } from '../oci/media-types.ts';
+import type { Reference } from '../oci/reference.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { ContentCache } from '../store/content-cache.ts';
+import type { TagEntry } from '../store/index-store.ts';
+import { headerString, type UpstreamResponse } from '../upstream/client.ts';
+import { upstreamStatusToError } from '../upstream/upstream-error.ts';
+import type { ResolvedTarget } from '../upstream/upstreams.ts';
+import { readBounded, readErrorText } from './read-body.ts';
+
+export type ManifestRequest = ResolvedTarget & {
+  reference: Reference;
+  /** Media types from the client's Accept header(s); empty means anything. */
+  accept: string[];
+  clientAuth?: string | undefined;
+  /** HEAD: answer from cache or with an upstream HEAD, never download. */
+  headOnly: boolean;
+};
+
+export type ManifestResult = {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  /** Undefined only for HEAD answered by an upstream HEAD. */
+  bytes: Buffer | undefined;
+  result: CacheResult;
+};
+
+/**
+ * Pull-through manifests. By digest: local first, immutable. By tag: the
+ * cached association is trusted for the tag TTL, then revalidated with a HEAD
+ * (cheap, and not counted by Docker Hub's pull limit); the manifest is fetched
+ * again only if the digest moved. If the upstream is down, 5xx or 429, a
+ * cached tag is served stale.
+ */
+export class PullThroughManifests {
+  private readonly cache: ContentCache;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+  private readonly maxBytes: number;
+  private readonly tagTtlMs: (upstreamHost: string) => number;
+  private readonly inflight = new Map<string, Promise<ManifestResult>>();
+
+  constructor(opts: { cache: ContentCache; metrics: Metrics; log: Logger; maxBytes: number; tagTtlMs: (upstreamHost: string) => number }) {
+    this.cache = opts.cache;
+    this.metrics = opts.metrics;
+    this.log = opts.log;
+    this.maxBytes = opts.maxBytes;
+    this.tagTtlMs = opts.tagTtlMs;
+  }
+
+  async get(req: ManifestRequest): Promise<ManifestResult> {
+    if (req.reference.kind === 'digest') {
+      const local = await this.readLocal(req.reference.digest, req.accept);
+      if (local) return { ...local, result: 'hit' };
+      return this.coalesced(req, () => this.fetch(req, undefined));
+    }
+    const tag = req.reference.tag;
+    const entry = await this.cache.getTag(req.upstream.host, req.remoteName, tag);
+    const usable = entry && this.cache.peek(entry.digest) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
+    if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
+    if (Date.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
+      const local = await this.readLocal(usable.digest, req.accept);
+      if (local) return { ...local, result: 'hit' };
+      return this.coalesced(req, () => this.fetch(req, undefined));
+    }
+    return this.coalesced(req, () => this.revalidate(req, usable));
+  }
+
+  /** Concurrent identical requests share one upstream exchange. */
+  private coalesced(req: ManifestRequest, run: () => Promise<ManifestResult>): Promise<ManifestResult> {
+    const ref = req.reference.kind === 'tag' ? req.reference.tag : req.reference.digest;
+    const key = [req.upstream.host, req.remoteName, ref, req.accept.join(','), req.headOnly, req.clientAuth ?? ''].join('\u0000');
+    const existing = this.inflight.get(key);
+    if (existing) return existing;
+    const p = run().finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private async revalidate(req: ManifestRequest, entry: TagEntry): Promise<ManifestResult> {
+    let res: UpstreamResponse;
+    try {
+      res = await req.upstream.request({
+        method: 'HEAD',
+        path: manifestPath(req),
+        repo: req.remoteName,
+        accept: upstreamAccept(req.accept),
+        clientAuth: req.clientAuth,
+      });
+    } catch (err) {
+      return this.serveStale(req, entry, err);
+    }
+    await res.body.dump();
+    if (res.status === 429 || res.status >= 500) {
+      return this.serveStale(req, entry, upstreamStatusToError('manifest', res.status, '', res.headers));
+    }
+    if (res.status !== 200) throw upstreamStatusToError('manifest', res.status, '', res.headers);
+    const upstreamDigest = headerString(res.headers['docker-content-digest']);
+    if (upstreamDigest === entry.digest) {
+      const local = await this.readLocal(entry.digest, req.accept);
+      if (local) {
+        await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: Date.now() });
+        return { ...local, result: 'revalidated' };
+      }
+    }
+    return this.fetch(req, entry);
+  }
+
+  private async serveStale(req: ManifestRequest, entry: TagEntry, err: unknown): Promise<ManifestResult> {
+    const local = await this.readLocal(entry.digest, req.accept);
+    if (!local) throw err;
+    this.log.warn({ upstream: req.upstream.host, repo: req.remoteName, tag: tagOf(req), err: (err as Error).message }, 'upstream unavailable; serving stale tag');
+    return { ...local, result: 'stale' };
+  }
+
+  /**
+   * Ask the upstream. `stale` is a cached tag entry to fall back on if the
+   * upstream fails in a way that allows it (down, 5xx, 429).
+   */
+  private async fetch(req: ManifestRequest, stale: TagEntry | undefined): Promise<ManifestResult> {
+    let res: UpstreamResponse;
+    try {
+      res = await req.upstream.request({
+        method: req.headOnly ? 'HEAD' : 'GET',
+        path: manifestPath(req),
+        repo: req.remoteName,
+        accept: upstreamAccept(req.accept),
+        clientAuth: req.clientAuth,
+      });
+    } catch (err) {
+      if (stale) return this.serveStale(req, stale, err);
+      throw err;
+    }
+    if (res.status !== 200) {
+      const err = upstreamStatusToError('manifest', res.status, await readErrorText(res.body), res.headers);
+      if (stale && (res.status === 429 || res.status >= 500)) return this.serveStale(req, stale, err);
+      throw err;
+    }
+    const contentType = headerString(res.headers['content-type'])?.split(';')[0]?.trim();
+    const headerDigest = headerString(res.headers['docker-content-digest']);
+    if (req.headOnly) {
+      await res.body.dump();
+      const size = Number(headerString(res.headers['content-length']));
+      if (!headerDigest || !contentType || !Number.isSafeInteger(size)) {
+        throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked digest, type or length' });
+      }
+      return { digest: headerDigest as Digest, mediaType: contentType, size, bytes: undefined, result: 'miss' };
+    }
+    const bytes = await readBounded(res.body, this.maxBytes);
+    this.metrics.upstreamBytes.inc({ kind: 'manifest', upstream: req.upstream.host }, bytes.length);
+    const digest = digestOf(bytes);
+    const expected = req.reference.kind === 'digest' ? req.reference.digest : headerDigest?.startsWith('sha256:') ? headerDigest : undefined;
+    if (expected !== undefined && expected !== digest && req.reference.kind === 'digest') {
+      throw new RegistryError('MANIFEST_INVALID', { message: 'upstream manifest does not match its digest', detail: { expected, actual: digest } });
+    }
+    if (expected !== undefined && expected !== digest) {
+      throw new RegistryError('MANIFEST_INVALID', { message: 'upstream Docker-Content-Digest does not match the body', detail: { expected, actual: digest } });
+    }
+    const mediaType = contentType && contentType !== 'application/json' && contentType !== 'text/plain' ? contentType : (sniffManifestMediaType(bytes) ?? 'application/json');
+    await this.store(req, digest, mediaType, bytes);
+    return { digest, mediaType, size: bytes.length, bytes, result: 'miss' };
+  }
+
+  private async store(req: ManifestRequest, digest: Digest, mediaType: string, bytes: Buffer): Promise<void> {
+    try {
+      if (!this.cache.peek(digest)) {
+        await this.cache.files.writeVerified(digest, bytes);
+        const now = Date.now();
+        await this.cache.add(digest, {
+          kind: 'manifest', size: bytes.length, mediaType, upstream: req.upstream.host, repo: req.remoteName,
+          createdAt: now, lastAccess: now, hits: 0,
+        });
+      }
+      if (req.reference.kind === 'tag') {
+        await this.cache.putTag(req.upstream.host, req.remoteName, req.reference.tag, {
+          digest, mediaType, size: bytes.length, checkedAt: Date.now(),
+        });
+      }
+    } catch (err) {
+      // The client still gets the verified manifest; only caching failed.
+      this.log.error({ err, digest }, 'failed to cache manifest');
+    }
+  }
+
+  private async readLocal(digest: Digest, accept: string[]): Promise<Omit<ManifestResult, 'result'> | undefined> {
+    const entry = this.cache.peek(digest);
+    if (!entry || !acceptsMediaType(accept, entry.mediaType)) return undefined;
+    const opened = await this.cache.open(digest);
+    if (!opened) return undefined;
+    try {
+      const bytes = await opened.fh.readFile();
+      if (bytes.length !== opened.size) return undefined;
+      return { digest, mediaType: opened.entry.mediaType, size: bytes.length, bytes };
+    } finally {
+      await opened.fh.close();
+    }
+  }
+}
+
+function tagOf(req: ManifestRequest): string {
+  return req.reference.kind === 'tag' ? req.reference.tag : req.reference.digest;
+}
+
+function manifestPath(req: ManifestRequest): string {
+  return `/v2/${req.remoteName}/manifests/${tagOf(req)}`;
+}
+
+/** Forward the client's preferences; with none, ask for every modern manifest type. */
+function upstreamAccept(accept: string[]): string {
+  return accept.length > 0 ? accept.join(', ') : MANIFEST_ACCEPT;
+}
+
+export { isRegistryError };

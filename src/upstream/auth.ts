@@ -1,0 +1,119 @@
+import { LRUCache } from 'lru-cache';
+import { request, type Dispatcher } from 'undici';
+
+/** A parsed `WWW-Authenticate` challenge (RFC 7235), as registries send it. */
+export type Challenge = { scheme: string; params: Record<string, string> };
+
+/** Parse the first challenge of a WWW-Authenticate header; undefined if malformed. */
+export function parseChallenge(header: string | undefined): Challenge | undefined {
+  if (!header) return undefined;
+  const m = /^\s*([A-Za-z][A-Za-z0-9._-]*)\s*(.*)$/s.exec(header);
+  if (!m?.[1]) return undefined;
+  const params: Record<string, string> = {};
+  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g;
+  for (const p of (m[2] ?? '').matchAll(re)) {
+    if (p[1]) params[p[1].toLowerCase()] = (p[2] ?? p[3] ?? '').replace(/\\(.)/g, '$1');
+  }
+  return { scheme: m[1].toLowerCase(), params };
+}
+
+/**
+ * The registrable domain of a host, approximated as its last two labels
+ * (docker.io for registry-1.docker.io and auth.docker.io). IP addresses and
+ * single-label hosts are their own domain. Not a public-suffix list: a realm on
+ * `evil.co.uk` is not accepted for `registry.co.uk` only because of this rule
+ * combined with the exact-host default below being the common case.
+ */
+export function registrableDomain(hostname: string): string {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  if (/^[\d.]+$/.test(h) || h.includes(':')) return h;
+  const labels = h.split('.');
+  return labels.slice(-2).join('.');
+}
+
+/**
+ * A bearer realm may receive credentials only if it is on the upstream's own
+ * registrable domain, or explicitly allowed (distribution's realmAllowed idea).
+ */
+export function isRealmAllowed(realm: string, upstreamUrl: string, extraHosts: readonly string[] = []): boolean {
+  let r: URL;
+  try {
+    r = new URL(realm);
+  } catch {
+    return false;
+  }
+  if (r.protocol !== 'https:' && r.protocol !== 'http:') return false;
+  const u = new URL(upstreamUrl);
+  if (extraHosts.includes(r.host.toLowerCase())) return true;
+  return registrableDomain(r.hostname) === registrableDomain(u.hostname);
+}
+
+type TokenResponse = { token?: unknown; access_token?: unknown; expires_in?: unknown };
+
+const DEFAULT_TOKEN_TTL_S = 60;
+const TOKEN_REFRESH_SKEW_S = 10;
+
+/**
+ * Bearer tokens Gantry obtains for itself (anonymous, or with the upstream's
+ * configured credentials), cached per realm/service/scope until shortly
+ * before they expire. lru-cache's fetch() coalesces concurrent requests for
+ * the same key into one token request.
+ */
+export class TokenCache {
+  private readonly cache: LRUCache<string, string, { challenge: Challenge; scope: string }>;
+
+  constructor(opts: { dispatcher: Dispatcher; basicAuth?: string | undefined; timeoutMs: number }) {
+    this.cache = new LRUCache<string, string, { challenge: Challenge; scope: string }>({
+      max: 10_000,
+      ttl: DEFAULT_TOKEN_TTL_S * 1000,
+      fetchMethod: async (_key, _stale, { context, options, signal }) => {
+        const { token, ttlS } = await fetchToken(context.challenge, context.scope, opts, signal);
+        options.ttl = Math.max(1, ttlS - TOKEN_REFRESH_SKEW_S) * 1000;
+        return token;
+      },
+    });
+  }
+
+  async get(challenge: Challenge, scope: string): Promise<string> {
+    const key = `${challenge.params['realm']}\u0000${challenge.params['service'] ?? ''}\u0000${scope}`;
+    const token = await this.cache.fetch(key, { context: { challenge, scope } });
+    if (!token) throw new Error('token endpoint returned no token');
+    return token;
+  }
+}
+
+async function fetchToken(
+  challenge: Challenge,
+  scope: string,
+  opts: { dispatcher: Dispatcher; basicAuth?: string | undefined; timeoutMs: number },
+  signal: AbortSignal,
+): Promise<{ token: string; ttlS: number }> {
+  const url = new URL(challenge.params['realm'] ?? '');
+  if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
+  url.searchParams.set('scope', scope);
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (opts.basicAuth) headers['authorization'] = opts.basicAuth;
+  const res = await request(url, {
+    dispatcher: opts.dispatcher,
+    headers,
+    signal: AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs)]),
+  });
+  if (res.statusCode !== 200) {
+    await res.body.dump();
+    throw new TokenError(res.statusCode);
+  }
+  const body = (await res.body.json()) as TokenResponse;
+  const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
+  if (!token) throw new TokenError(502);
+  const ttlS = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_TTL_S;
+  return { token, ttlS };
+}
+
+export class TokenError extends Error {
+  readonly status: number;
+  constructor(status: number) {
+    super(`token endpoint answered ${status}`);
+    this.name = 'TokenError';
+    this.status = status;
+  }
+}

@@ -1,0 +1,74 @@
+import { RegistryError, type OciErrorCode } from '../oci/errors.ts';
+
+export type RouteKind = 'blob' | 'manifest' | 'tags' | 'referrers';
+
+const NOT_FOUND_CODE: Record<RouteKind, OciErrorCode> = {
+  blob: 'BLOB_UNKNOWN',
+  manifest: 'MANIFEST_UNKNOWN',
+  tags: 'NAME_UNKNOWN',
+  referrers: 'MANIFEST_UNKNOWN',
+};
+
+const PASSTHROUGH_CODES = new Set<string>([
+  'BLOB_UNKNOWN', 'MANIFEST_UNKNOWN', 'NAME_UNKNOWN', 'NAME_INVALID', 'DIGEST_INVALID', 'TAG_INVALID',
+  'UNAUTHORIZED', 'DENIED', 'TOOMANYREQUESTS', 'UNSUPPORTED',
+]);
+
+/**
+ * The one table from an upstream's non-success answer to what the client
+ * sees. Keeps the upstream's OCI code where it is meaningful; never lets an
+ * upstream 404/429 become a 500, and never relays HTML.
+ */
+export function upstreamStatusToError(
+  kind: RouteKind,
+  status: number,
+  body: string,
+  headers: Record<string, string | string[] | undefined>,
+): RegistryError {
+  const upstreamCode = firstOciCode(body);
+  const pass: Record<string, string> = {};
+  const retryAfter = headers['retry-after'];
+  if (typeof retryAfter === 'string') pass['Retry-After'] = retryAfter;
+  const challenge = headers['www-authenticate'];
+  if (typeof challenge === 'string') pass['WWW-Authenticate'] = challenge;
+
+  if (status === 404) {
+    const code = upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code) ? (upstreamCode.code as OciErrorCode) : NOT_FOUND_CODE[kind];
+    return new RegistryError(code, { status: 404, detail: upstreamCode?.detail });
+  }
+  if (status === 401) return new RegistryError('UNAUTHORIZED', { detail: upstreamCode?.detail, headers: pass });
+  if (status === 403) return new RegistryError('DENIED', { detail: upstreamCode?.detail });
+  if (status === 429) return new RegistryError('TOOMANYREQUESTS', { headers: pass });
+  if (status === 400 && upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code)) {
+    return new RegistryError(upstreamCode.code as OciErrorCode, { detail: upstreamCode.detail });
+  }
+  return new RegistryError('UNAVAILABLE', {
+    status: 502,
+    message: `upstream answered ${status}`,
+  });
+}
+
+/** Network-level failures (undici error codes) → 502/504. */
+export function upstreamNetworkError(err: unknown): RegistryError {
+  const code = (err as { code?: unknown } | null)?.code;
+  const timeout =
+    code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ||
+    (err as Error | null)?.name === 'TimeoutError';
+  return new RegistryError('UNAVAILABLE', {
+    status: timeout ? 504 : 502,
+    message: timeout ? 'upstream timed out' : 'upstream unreachable',
+    detail: typeof code === 'string' ? { cause: code } : undefined,
+    cause: err,
+  });
+}
+
+function firstOciCode(body: string): { code: string; detail?: unknown } | undefined {
+  try {
+    const parsed = JSON.parse(body) as { errors?: Array<{ code?: unknown; detail?: unknown }> };
+    const first = parsed.errors?.[0];
+    if (first && typeof first.code === 'string') return { code: first.code, detail: first.detail };
+  } catch {
+    // not JSON: fall back to the status alone
+  }
+  return undefined;
+}
