@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, X_CACHE,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, REQUEST_ID, X_CACHE,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { RepositoryName } from '../oci/reference.ts';
@@ -108,6 +108,8 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: Reposito
     [DOCKER_CONTENT_DIGEST]: digest,
     ETag: `"${digest}"`,
     [ACCEPT_RANGES]: 'bytes',
+    // Written straight to the socket below, so the middleware's c.header() calls don't apply.
+    [REQUEST_ID]: c.get('reqId'),
   };
   if (c.req.method === 'HEAD') {
     const h = await svc.blobs.head(req);
