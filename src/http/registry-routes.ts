@@ -137,7 +137,7 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: Reposito
   const body =
     opened.source === 'file'
       ? opened.fh.createReadStream({ start: range?.start ?? 0, end: (range?.end ?? opened.size) - 1, highWaterMark: 512 * 1024, autoClose: true })
-      : opened.fill.createReader(range?.start ?? 0, range?.end);
+      : svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end);
   sendBody(out, status, base, body, stats, log);
   return RESPONSE_ALREADY_SENT;
 }

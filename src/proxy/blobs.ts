@@ -1,4 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { CacheResult } from '../oci/headers.ts';
@@ -54,6 +55,14 @@ export class PullThroughBlobs {
     }
     const fill = await pending;
     return { source: 'fill', fill, size: fill.expectedSize, result };
+  }
+
+  /** Stream [start, end) of an in-progress fill, counted as a waiter while it lasts. */
+  readFill(fill: Fill, start: number, end: number | undefined): Readable {
+    const reader = fill.createReader(start, end);
+    this.metrics.inflightWaiters.inc();
+    reader.once('close', () => this.metrics.inflightWaiters.dec());
+    return reader;
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */

@@ -1,0 +1,115 @@
+import { parseArgs } from 'node:util';
+import { parseSize } from '../src/config/config.ts';
+
+export type Loadgen = 'auto' | 'wrk' | 'undici';
+
+export type BenchOptions = {
+  quick: boolean;
+  /** Simulated WAN: response-body bytes per second through each mirror's forwarder (shared by all its connections). */
+  bandwidth: number;
+  /** Simulated WAN: delay added before each request is forwarded. */
+  latencyMs: number;
+  /** Size of each cold/warm big blob. */
+  blobBytes: number;
+  /** Concurrency levels of the cold multi-client runs, ascending; the last one is "the N-client run" (peak RSS). */
+  clients: number[];
+  /** Total size of the layers of the skopeo image. */
+  imageBytes: number;
+  layers: number;
+  smallBlobBytes: number;
+  /** Measured duration of each req/s run, after warmupMs. */
+  durationMs: number;
+  warmupMs: number;
+  connections: number;
+  loadgen: Loadgen;
+  curlRuns: number;
+  /** Whole-run deadline; past it the bench stops everything and exits 1. */
+  deadlineMs: number;
+};
+
+export const USAGE = `usage: node bench/run.ts [--quick] [options]
+
+  --quick                 small sizes (16 MiB blobs, 4 and 10 clients, 24 MiB image); about a minute
+  --bandwidth SIZE        simulated WAN bytes/s per mirror forwarder   (env BENCH_BANDWIDTH, default 100MB)
+  --latency-ms N          simulated WAN latency per request            (env BENCH_LATENCY_MS, default 20)
+  --blob-size SIZE        big blob size                                 (default 100MiB, quick 16MiB)
+  --clients N[,N...]      cold concurrency levels                       (default 20,50, quick 4,10)
+  --image-size SIZE       skopeo image size (sum of layers)             (default 150MiB, quick 24MiB)
+  --layers N              skopeo image layer count                      (default 5)
+  --duration SECONDS      measured seconds per req/s run                (default 5, quick 2)
+  --connections N         connections for req/s runs                    (default 64)
+  --loadgen auto|wrk|undici  load generator for req/s runs              (env BENCH_LOADGEN, default auto:
+                          wrk when installed, else an in-process undici loop)
+
+SIZE accepts 100MB (10^6), 100MiB (2^20) or a plain byte count.`;
+
+export class UsageError extends Error {}
+
+function size(v: string | undefined, name: string, fallback: number): number {
+  if (v === undefined || v === '') return fallback;
+  const n = parseSize(v);
+  if (n === undefined || n <= 0) throw new UsageError(`${name}: expected a size such as 100MB or 100MiB, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function int(v: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name}: expected an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions | 'help' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        quick: { type: 'boolean' },
+        bandwidth: { type: 'string' },
+        'latency-ms': { type: 'string' },
+        'blob-size': { type: 'string' },
+        clients: { type: 'string' },
+        'image-size': { type: 'string' },
+        layers: { type: 'string' },
+        duration: { type: 'string' },
+        connections: { type: 'string' },
+        loadgen: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values['help'] === true) return 'help';
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const quick = values['quick'] === true;
+  const MiB = 2 ** 20;
+
+  const clientsRaw = str('clients');
+  const clients = clientsRaw === undefined ? (quick ? [4, 10] : [20, 50]) : clientsRaw.split(',').map((c) => int(c.trim(), '--clients', 0, 1, 500));
+  clients.sort((a, b) => a - b);
+  if (clients.length === 0) throw new UsageError('--clients: expected at least one level');
+
+  const loadgen = str('loadgen') ?? env['BENCH_LOADGEN'] ?? 'auto';
+  if (loadgen !== 'auto' && loadgen !== 'wrk' && loadgen !== 'undici') throw new UsageError(`--loadgen: expected auto, wrk or undici, got ${JSON.stringify(loadgen)}`);
+
+  const durationS = int(str('duration'), '--duration', quick ? 2 : 5, 1, 60);
+  return {
+    quick,
+    bandwidth: size(str('bandwidth') ?? env['BENCH_BANDWIDTH'], '--bandwidth', 100e6),
+    latencyMs: int(str('latency-ms') ?? env['BENCH_LATENCY_MS'], '--latency-ms', 20, 0, 5000),
+    blobBytes: size(str('blob-size'), '--blob-size', (quick ? 16 : 100) * MiB),
+    clients,
+    imageBytes: size(str('image-size'), '--image-size', (quick ? 24 : 150) * MiB),
+    layers: int(str('layers'), '--layers', 5, 1, 50),
+    smallBlobBytes: MiB,
+    durationMs: durationS * 1000,
+    warmupMs: quick ? 500 : 1000,
+    connections: int(str('connections'), '--connections', 64, 1, 1024),
+    loadgen,
+    curlRuns: 3,
+    deadlineMs: (quick ? 4 : 20) * 60_000,
+  };
+}
