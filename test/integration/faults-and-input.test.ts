@@ -23,7 +23,7 @@ describe('an upstream that sends wrong bytes', () => {
   test('nothing is cached and the client connection is aborted', async () => {
     const good = randomBlob(2 * 1024 * 1024, 'wrong-bytes');
     const bad = Buffer.from(good.bytes);
-    bad[bad.length - 1] ^= 0xff; // same length, different digest
+    bad.writeUInt8(bad.readUInt8(bad.length - 1) ^ 0xff, bad.length - 1); // same length, different digest
     const upstream = await startFakeUpstream((req, res) => {
       if (req.url?.includes('/blobs/')) {
         res.writeHead(200, { 'content-length': bad.length, 'content-type': 'application/octet-stream' });
