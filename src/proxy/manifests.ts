@@ -1,5 +1,5 @@
-import { digestOf, type Digest } from '../oci/digest.ts';
-import { RegistryError, isRegistryError } from '../oci/errors.ts';
+import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { CacheResult } from '../oci/headers.ts';
 import { MANIFEST_ACCEPT, acceptsMediaType, sniffManifestMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
@@ -153,13 +153,11 @@ export class PullThroughManifests {
     }
     const bytes = await readBounded(res.body, this.maxBytes);
     this.metrics.upstreamBytes.inc({ kind: 'manifest', upstream: req.upstream.host }, bytes.length);
-    const digest = digestOf(bytes);
+    const digest = digestOf(bytes, req.reference.kind === 'digest' ? digestAlgorithm(req.reference.digest) : 'sha256');
+    // By digest, the body must hash to it; by tag, to the upstream's Docker-Content-Digest when it sent one.
     const expected = req.reference.kind === 'digest' ? req.reference.digest : headerDigest?.startsWith('sha256:') ? headerDigest : undefined;
-    if (expected !== undefined && expected !== digest && req.reference.kind === 'digest') {
-      throw new RegistryError('MANIFEST_INVALID', { message: 'upstream manifest does not match its digest', detail: { expected, actual: digest } });
-    }
     if (expected !== undefined && expected !== digest) {
-      throw new RegistryError('MANIFEST_INVALID', { message: 'upstream Docker-Content-Digest does not match the body', detail: { expected, actual: digest } });
+      throw new RegistryError('MANIFEST_INVALID', { message: 'upstream manifest does not match its digest', detail: { expected, actual: digest } });
     }
     const mediaType = contentType && contentType !== 'application/json' && contentType !== 'text/plain' ? contentType : (sniffManifestMediaType(bytes) ?? 'application/json');
     await this.store(req, digest, mediaType, bytes);
@@ -190,15 +188,9 @@ export class PullThroughManifests {
   private async readLocal(digest: Digest, accept: string[]): Promise<Omit<ManifestResult, 'result'> | undefined> {
     const entry = this.cache.peek(digest);
     if (!entry || !acceptsMediaType(accept, entry.mediaType)) return undefined;
-    const opened = await this.cache.open(digest);
-    if (!opened) return undefined;
-    try {
-      const bytes = await opened.fh.readFile();
-      if (bytes.length !== opened.size) return undefined;
-      return { digest, mediaType: opened.entry.mediaType, size: bytes.length, bytes };
-    } finally {
-      await opened.fh.close();
-    }
+    const local = await this.cache.readWhole(digest);
+    if (!local) return undefined;
+    return { digest, mediaType: local.entry.mediaType, size: local.bytes.length, bytes: local.bytes };
   }
 }
 
@@ -215,4 +207,3 @@ function upstreamAccept(accept: string[]): string {
   return accept.length > 0 ? accept.join(', ') : MANIFEST_ACCEPT;
 }
 
-export { isRegistryError };

@@ -8,6 +8,8 @@ import { LevelIndexStore, type ContentEntry, type TagEntry } from './index-store
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
+/** Manifests are small and hot (every pull starts with them): keep their bytes in memory. */
+const HOT_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 /**
  * The local side of the cache: verified files (FsBlobStore) + their index
@@ -22,6 +24,7 @@ export class ContentCache {
   readonly index: LevelIndexStore;
   private readonly lru: LRUCache<string, ContentEntry>;
   private readonly tags: LRUCache<string, TagEntry>;
+  private readonly hot: LRUCache<string, Buffer>;
   private readonly dirty = new Set<string>();
   private readonly metrics: Metrics;
   private readonly log: Logger;
@@ -42,6 +45,7 @@ export class ContentCache {
       },
     });
     this.tags = new LRUCache<string, TagEntry>({ max: TAG_CACHE_ENTRIES });
+    this.hot = new LRUCache<string, Buffer>({ maxSize: HOT_MANIFEST_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
   /** Load the index into memory, oldest access first so LRU order survives restarts. */
@@ -87,6 +91,40 @@ export class ContentCache {
     return { ...file, entry };
   }
 
+  /**
+   * Read a whole small object (a manifest), from memory when possible, and
+   * record the access. A file whose size disagrees with the index is dropped.
+   */
+  async readWhole(digest: Digest): Promise<{ bytes: Buffer; entry: ContentEntry } | undefined> {
+    const entry = this.lru.get(digest);
+    if (!entry) return undefined;
+    let bytes = this.hot.get(digest);
+    if (!bytes) {
+      const file = await this.files.openRead(digest);
+      if (!file) {
+        this.log.warn({ digest }, 'indexed file missing; dropping index entry');
+        await this.forget(digest);
+        return undefined;
+      }
+      try {
+        bytes = await file.fh.readFile();
+      } finally {
+        await file.fh.close();
+      }
+      if (bytes.length !== entry.size) {
+        this.log.error({ digest, expected: entry.size, actual: bytes.length }, 'cached file has the wrong size; dropping it');
+        await this.forget(digest);
+        await this.files.remove(digest);
+        return undefined;
+      }
+      this.hot.set(digest, bytes);
+    }
+    entry.lastAccess = Date.now();
+    entry.hits += 1;
+    this.dirty.add(digest);
+    return { bytes, entry };
+  }
+
   /** Record a verified object that is already at its content address. */
   async add(digest: Digest, entry: ContentEntry): Promise<void> {
     await this.index.putContent(digest, entry);
@@ -101,6 +139,7 @@ export class ContentCache {
 
   async forget(digest: Digest): Promise<void> {
     this.lru.delete(digest);
+    this.hot.delete(digest);
     this.dirty.delete(digest);
     await this.index.deleteContent(digest);
     this.updateGauges();
@@ -146,6 +185,7 @@ export class ContentCache {
 
   private evict(digest: Digest, entry: ContentEntry): void {
     this.dirty.delete(digest);
+    this.hot.delete(digest);
     this.metrics.evictions.inc();
     this.metrics.evictedBytes.inc(entry.size);
     // Index first: a crash between the two leaves an orphan file (harmless), never an entry without a file.

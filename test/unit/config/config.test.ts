@@ -1,0 +1,497 @@
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import {
+  ConfigError,
+  DEFAULT_CONFIG,
+  DOCKER_HUB_HOST,
+  DOCKER_HUB_URL,
+  mergeOverrides,
+  overridesFromEnv,
+  parseConfig,
+  parseListen,
+  parseSize,
+  type Config,
+} from '../../../src/config/config.ts';
+import { loadConfig } from '../../../src/config/load-config.ts';
+
+/** Runs fn, asserts it throws a ConfigError, and returns its problems. */
+function problemsOf(fn: () => unknown): readonly string[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+async function problemsOfAsync(fn: () => Promise<unknown>): Promise<readonly string[]> {
+  try {
+    await fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+function hasProblem(problems: readonly string[], re: RegExp): boolean {
+  return problems.some((p) => re.test(p));
+}
+
+const PRISTINE_DEFAULTS: Config = structuredClone(DEFAULT_CONFIG) as Config;
+
+describe('parseConfig defaults', () => {
+  test('no file and no overrides gives the Docker Hub mirror on 0.0.0.0:5000 with ./data', () => {
+    const cfg = parseConfig(undefined);
+    assert.deepEqual(cfg.listen, { host: '0.0.0.0', port: 5000 });
+    assert.equal(cfg.cacheDir, './data');
+    assert.equal(cfg.tagTtlSeconds, 300);
+    assert.equal(cfg.maxCacheBytes, 0);
+    assert.equal(cfg.logLevel, 'info');
+    assert.equal(cfg.defaultUpstream, 'docker.io');
+    assert.deepEqual(cfg.upstreams, [{ host: 'docker.io', url: 'https://registry-1.docker.io' }]);
+    assert.equal(DOCKER_HUB_HOST, 'docker.io');
+    assert.equal(DOCKER_HUB_URL, 'https://registry-1.docker.io');
+  });
+
+  test('a null document (empty YAML file) is the same as no file', () => {
+    assert.deepEqual(parseConfig(null), parseConfig(undefined));
+  });
+
+  test('an empty mapping is the same as no file', () => {
+    assert.deepEqual(parseConfig({}), parseConfig(undefined));
+  });
+
+  test('the result is a fresh object, not DEFAULT_CONFIG or its nested parts', () => {
+    const cfg = parseConfig(undefined);
+    assert.notEqual(cfg, DEFAULT_CONFIG);
+    assert.notEqual(cfg.listen, DEFAULT_CONFIG.listen);
+    assert.notEqual(cfg.upstreams, DEFAULT_CONFIG.upstreams);
+    assert.notEqual(cfg.upstreams[0], DEFAULT_CONFIG.upstreams[0]);
+  });
+});
+
+describe('parseConfig with a file', () => {
+  test('reads every top-level setting', () => {
+    const cfg = parseConfig({
+      listen: '127.0.0.1:6000',
+      cacheDir: '/var/cache/gantry',
+      maxCacheBytes: '50GiB',
+      tagTtlSeconds: 60,
+      logLevel: 'debug',
+      cacheWriteTimeoutMs: 1000,
+      upstreamHeadersTimeoutMs: 2000,
+      upstreamBodyTimeoutMs: 3000,
+      maxManifestBytes: '8MiB',
+    });
+    assert.deepEqual(cfg.listen, { host: '127.0.0.1', port: 6000 });
+    assert.equal(cfg.cacheDir, '/var/cache/gantry');
+    assert.equal(cfg.maxCacheBytes, 50 * 2 ** 30);
+    assert.equal(cfg.tagTtlSeconds, 60);
+    assert.equal(cfg.logLevel, 'debug');
+    assert.equal(cfg.cacheWriteTimeoutMs, 1000);
+    assert.equal(cfg.upstreamHeadersTimeoutMs, 2000);
+    assert.equal(cfg.upstreamBodyTimeoutMs, 3000);
+    assert.equal(cfg.maxManifestBytes, 8 * 2 ** 20);
+  });
+
+  test('several upstreams: the first is the default unless defaultUpstream says otherwise', () => {
+    const upstreams = [
+      { host: 'ghcr.io', url: 'https://ghcr.io/' },
+      { host: 'Registry.Internal:5000', url: 'http://10.0.0.5:5000', username: 'u', password: 'p', tagTtlSeconds: 10 },
+    ];
+    const cfg = parseConfig({ upstreams });
+    assert.equal(cfg.defaultUpstream, 'ghcr.io');
+    assert.deepEqual(cfg.upstreams, [
+      { host: 'ghcr.io', url: 'https://ghcr.io' },
+      { host: 'registry.internal:5000', url: 'http://10.0.0.5:5000', username: 'u', password: 'p', tagTtlSeconds: 10 },
+    ]);
+    assert.equal(parseConfig({ upstreams, defaultUpstream: 'registry.internal:5000' }).defaultUpstream, 'registry.internal:5000');
+  });
+
+  test('a defaultUpstream that is not configured is a problem', () => {
+    const problems = problemsOf(() => parseConfig({ defaultUpstream: 'quay.io' }));
+    assert.ok(hasProblem(problems, /defaultUpstream/), problems.join('\n'));
+  });
+
+  test('an upstream URL with embedded credentials is rejected', () => {
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'docker.io', url: 'https://user:secret@registry-1.docker.io' }] }));
+    assert.ok(hasProblem(problems, /upstreams\[0\]\.url: credentials in the URL are not allowed/), problems.join('\n'));
+    assert.ok(!problems.some((p) => p.includes('secret')), 'the password must not be echoed');
+  });
+
+  test('an upstream URL that is not http(s) is rejected', () => {
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'docker.io', url: 'ftp://registry-1.docker.io' }] }));
+    assert.ok(hasProblem(problems, /upstreams\[0\]\.url/), problems.join('\n'));
+  });
+
+  test('duplicate upstream hosts are a problem', () => {
+    const problems = problemsOf(() =>
+      parseConfig({ upstreams: [{ host: 'docker.io', url: 'https://a.example' }, { host: 'DOCKER.IO', url: 'https://b.example' }] }),
+    );
+    assert.ok(hasProblem(problems, /listed twice/), problems.join('\n'));
+  });
+
+  test('an upstream with a username but no password is a problem', () => {
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'docker.io', url: DOCKER_HUB_URL, username: 'u' }] }));
+    assert.ok(hasProblem(problems, /username and password must be set together/), problems.join('\n'));
+  });
+
+  test('unknown top-level and upstream keys are reported', () => {
+    const problems = problemsOf(() => parseConfig({ listenAddr: ':5000', upstreams: [{ host: 'docker.io', url: DOCKER_HUB_URL, token: 'x' }] }));
+    assert.ok(hasProblem(problems, /^listenAddr: unknown key$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[0\]\.token: unknown key$/), problems.join('\n'));
+  });
+
+  test('several problems are reported at once', () => {
+    const problems = problemsOf(() =>
+      parseConfig({
+        listen: 'nonsense',
+        cacheDir: '',
+        maxCacheBytes: 'lots',
+        tagTtlSeconds: -1,
+        logLevel: 'loud',
+        extra: true,
+      }),
+    );
+    for (const re of [/^listen:/, /^cacheDir:/, /^maxCacheBytes:/, /^tagTtlSeconds:/, /^logLevel:/, /^extra: unknown key/]) {
+      assert.ok(hasProblem(problems, re), `missing ${re}: ${problems.join('\n')}`);
+    }
+    assert.ok(problems.length >= 6);
+  });
+
+  test('the ConfigError message lists every problem', () => {
+    try {
+      parseConfig({ listen: 'nonsense', logLevel: 'loud' });
+      assert.fail('expected a ConfigError');
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      for (const p of err.problems) assert.ok(err.message.includes(p));
+    }
+  });
+
+  test('a top-level document that is not a mapping is a problem', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig(['a'])), /top level/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig('listen: 1')), /top level/));
+  });
+
+  test('an empty upstreams list is a problem', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ upstreams: [] })), /^upstreams: expected a non-empty list/));
+  });
+
+  test('maxManifestBytes below 1KiB is a problem', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ maxManifestBytes: 10 })), /^maxManifestBytes/));
+  });
+
+  test('timeouts must be at least 1', () => {
+    const problems = problemsOf(() => parseConfig({ cacheWriteTimeoutMs: 0, upstreamHeadersTimeoutMs: 0, upstreamBodyTimeoutMs: 0 }));
+    assert.equal(problems.length, 3, problems.join('\n'));
+  });
+
+  test('integer settings given as strings of digits are accepted', () => {
+    assert.equal(parseConfig({ tagTtlSeconds: '45' }).tagTtlSeconds, 45);
+  });
+
+  test('non-integer numbers are rejected', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ tagTtlSeconds: 1.5 })), /^tagTtlSeconds/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ tagTtlSeconds: '1.5' })), /^tagTtlSeconds/));
+  });
+});
+
+describe('overridesFromEnv', () => {
+  test('reads every GANTRY_* variable into its override', () => {
+    assert.deepEqual(
+      overridesFromEnv({
+        GANTRY_LISTEN: ':7000',
+        GANTRY_CACHE_DIR: '/c',
+        GANTRY_MAX_CACHE_BYTES: '10GiB',
+        GANTRY_TAG_TTL_SECONDS: '30',
+        GANTRY_LOG_LEVEL: 'warn',
+        GANTRY_UPSTREAM_URL: 'https://mirror.example',
+        GANTRY_UPSTREAM_USERNAME: 'bob',
+        GANTRY_UPSTREAM_PASSWORD: 'hunter2',
+        UNRELATED: 'x',
+      }),
+      {
+        listen: ':7000',
+        cacheDir: '/c',
+        maxCacheBytes: '10GiB',
+        tagTtlSeconds: '30',
+        logLevel: 'warn',
+        upstreamUrl: 'https://mirror.example',
+        upstreamUsername: 'bob',
+        upstreamPassword: 'hunter2',
+      },
+    );
+  });
+
+  test('an empty environment gives no overrides', () => {
+    const o = overridesFromEnv({});
+    assert.ok(Object.values(o).every((v) => v === undefined));
+    assert.deepEqual(parseConfig(undefined, o), parseConfig(undefined));
+  });
+});
+
+describe('parseConfig with environment overrides', () => {
+  const env = (vars: NodeJS.ProcessEnv): Config => parseConfig(undefined, overridesFromEnv(vars));
+
+  test('GANTRY_LISTEN sets host and port; :port means all interfaces', () => {
+    assert.deepEqual(env({ GANTRY_LISTEN: '127.0.0.1:8080' }).listen, { host: '127.0.0.1', port: 8080 });
+    assert.deepEqual(env({ GANTRY_LISTEN: ':8080' }).listen, { host: '0.0.0.0', port: 8080 });
+    assert.deepEqual(env({ GANTRY_LISTEN: '[::1]:8080' }).listen, { host: '::1', port: 8080 });
+  });
+
+  test('GANTRY_CACHE_DIR sets the cache directory', () => {
+    assert.equal(env({ GANTRY_CACHE_DIR: '/srv/cache' }).cacheDir, '/srv/cache');
+  });
+
+  test('GANTRY_UPSTREAM_URL replaces the default upstream URL, trailing slash trimmed', () => {
+    const cfg = env({ GANTRY_UPSTREAM_URL: 'https://mirror.example.com/' });
+    assert.deepEqual(cfg.upstreams, [{ host: 'docker.io', url: 'https://mirror.example.com' }]);
+  });
+
+  test('GANTRY_UPSTREAM_URL with embedded credentials is rejected', () => {
+    const problems = problemsOf(() => env({ GANTRY_UPSTREAM_URL: 'https://u:p@mirror.example.com' }));
+    assert.ok(hasProblem(problems, /credentials in the URL are not allowed/), problems.join('\n'));
+  });
+
+  test('GANTRY_UPSTREAM_USERNAME and GANTRY_UPSTREAM_PASSWORD set the default upstream credentials', () => {
+    const cfg = env({ GANTRY_UPSTREAM_USERNAME: 'bob', GANTRY_UPSTREAM_PASSWORD: 'hunter2' });
+    assert.equal(cfg.upstreams[0]?.username, 'bob');
+    assert.equal(cfg.upstreams[0]?.password, 'hunter2');
+  });
+
+  test('a username without a password is a problem', () => {
+    assert.ok(hasProblem(problemsOf(() => env({ GANTRY_UPSTREAM_USERNAME: 'bob' })), /username and password must be set together/));
+  });
+
+  test('the upstream variables apply to the configured default upstream only', () => {
+    const cfg = parseConfig(
+      {
+        upstreams: [
+          { host: 'ghcr.io', url: 'https://ghcr.io' },
+          { host: 'docker.io', url: DOCKER_HUB_URL },
+        ],
+        defaultUpstream: 'docker.io',
+      },
+      overridesFromEnv({ GANTRY_UPSTREAM_URL: 'https://hub-mirror.example', GANTRY_UPSTREAM_USERNAME: 'u', GANTRY_UPSTREAM_PASSWORD: 'p' }),
+    );
+    assert.deepEqual(cfg.upstreams, [
+      { host: 'ghcr.io', url: 'https://ghcr.io' },
+      { host: 'docker.io', url: 'https://hub-mirror.example', username: 'u', password: 'p' },
+    ]);
+  });
+
+  test('GANTRY_TAG_TTL_SECONDS sets the tag TTL; non-numbers are a problem', () => {
+    assert.equal(env({ GANTRY_TAG_TTL_SECONDS: '42' }).tagTtlSeconds, 42);
+    assert.equal(env({ GANTRY_TAG_TTL_SECONDS: '0' }).tagTtlSeconds, 0);
+    assert.ok(hasProblem(problemsOf(() => env({ GANTRY_TAG_TTL_SECONDS: 'soon' })), /^tagTtlSeconds/));
+    assert.ok(hasProblem(problemsOf(() => env({ GANTRY_TAG_TTL_SECONDS: '-5' })), /^tagTtlSeconds/));
+  });
+
+  test('GANTRY_MAX_CACHE_BYTES understands binary and decimal units', () => {
+    assert.equal(env({ GANTRY_MAX_CACHE_BYTES: '10GiB' }).maxCacheBytes, 10 * 2 ** 30);
+    assert.equal(env({ GANTRY_MAX_CACHE_BYTES: '500MB' }).maxCacheBytes, 500e6);
+    assert.equal(env({ GANTRY_MAX_CACHE_BYTES: '1234' }).maxCacheBytes, 1234);
+    assert.ok(hasProblem(problemsOf(() => env({ GANTRY_MAX_CACHE_BYTES: '10 parsecs' })), /^maxCacheBytes/));
+  });
+
+  test('GANTRY_LOG_LEVEL sets the level; unknown levels are a problem', () => {
+    assert.equal(env({ GANTRY_LOG_LEVEL: 'silent' }).logLevel, 'silent');
+    assert.ok(hasProblem(problemsOf(() => env({ GANTRY_LOG_LEVEL: 'verbose' })), /^logLevel/));
+  });
+
+  test('environment overrides beat the file', () => {
+    const cfg = parseConfig(
+      { listen: ':1111', cacheDir: '/file', tagTtlSeconds: 1, maxCacheBytes: '1GiB', logLevel: 'error' },
+      overridesFromEnv({ GANTRY_LISTEN: ':2222', GANTRY_CACHE_DIR: '/env', GANTRY_TAG_TTL_SECONDS: '2', GANTRY_MAX_CACHE_BYTES: '2GiB', GANTRY_LOG_LEVEL: 'warn' }),
+    );
+    assert.equal(cfg.listen.port, 2222);
+    assert.equal(cfg.cacheDir, '/env');
+    assert.equal(cfg.tagTtlSeconds, 2);
+    assert.equal(cfg.maxCacheBytes, 2 * 2 ** 30);
+    assert.equal(cfg.logLevel, 'warn');
+  });
+
+  test('environment upstream URL beats the file URL of the default upstream', () => {
+    const cfg = parseConfig({ upstreams: [{ host: 'docker.io', url: 'https://file.example' }] }, overridesFromEnv({ GANTRY_UPSTREAM_URL: 'https://env.example' }));
+    assert.equal(cfg.upstreams[0]?.url, 'https://env.example');
+  });
+});
+
+describe('mergeOverrides precedence', () => {
+  test('earlier layers win field by field; undefined does not mask a later layer', () => {
+    const flags = { listen: ':1', cacheDir: undefined, tagTtlSeconds: '1' };
+    const env = { listen: ':2', cacheDir: '/env', tagTtlSeconds: '2', logLevel: 'warn' };
+    assert.deepEqual(mergeOverrides(flags, env), { listen: ':1', cacheDir: '/env', tagTtlSeconds: '1', logLevel: 'warn' });
+  });
+
+  test('flags > env > file > defaults, end to end', () => {
+    const file = { listen: ':1000', cacheDir: '/file', tagTtlSeconds: 10, logLevel: 'error' };
+    const env = overridesFromEnv({ GANTRY_LISTEN: ':2000', GANTRY_CACHE_DIR: '/env' });
+    const flags = { listen: ':3000' };
+    const cfg = parseConfig(file, mergeOverrides(flags, env));
+    assert.equal(cfg.listen.port, 3000);
+    assert.equal(cfg.cacheDir, '/env');
+    assert.equal(cfg.tagTtlSeconds, 10);
+    assert.equal(cfg.logLevel, 'error');
+    assert.equal(cfg.maxCacheBytes, 0);
+  });
+
+  test('no layers gives no overrides', () => {
+    assert.deepEqual(mergeOverrides(), {});
+  });
+});
+
+describe('DEFAULT_CONFIG is never mutated', () => {
+  test('after parses that override everything, including the default upstream in place', () => {
+    parseConfig(
+      { listen: ':1', cacheDir: '/x', tagTtlSeconds: 1, maxCacheBytes: 5 },
+      overridesFromEnv({ GANTRY_UPSTREAM_URL: 'https://other.example', GANTRY_UPSTREAM_USERNAME: 'u', GANTRY_UPSTREAM_PASSWORD: 'p' }),
+    );
+    const cfg = parseConfig(undefined);
+    cfg.listen.port = 1;
+    cfg.upstreams[0]!.url = 'https://mutated.example';
+    cfg.upstreams.push({ host: 'x', url: 'https://x' });
+    assert.deepEqual(DEFAULT_CONFIG, PRISTINE_DEFAULTS);
+    assert.deepEqual(parseConfig(undefined).upstreams, [{ host: 'docker.io', url: DOCKER_HUB_URL }]);
+  });
+
+  test('DEFAULT_CONFIG itself is frozen', () => {
+    assert.ok(Object.isFrozen(DEFAULT_CONFIG));
+  });
+});
+
+describe('parseSize and parseListen', () => {
+  test('parseSize handles units, fractions and rejects junk', () => {
+    assert.equal(parseSize('1KiB'), 1024);
+    assert.equal(parseSize('1kb'), 1000);
+    assert.equal(parseSize('1.5MiB'), 1.5 * 2 ** 20);
+    assert.equal(parseSize(' 2 TiB '), 2 * 2 ** 40);
+    assert.equal(parseSize(0), 0);
+    assert.equal(parseSize(-1), undefined);
+    assert.equal(parseSize(1.5), undefined);
+    assert.equal(parseSize('1 XB'), undefined);
+    assert.equal(parseSize(''), undefined);
+    assert.equal(parseSize(null), undefined);
+  });
+
+  test('parseListen rejects missing ports and ports above 65535', () => {
+    assert.equal(parseListen('localhost'), undefined);
+    assert.equal(parseListen('localhost:65536'), undefined);
+    assert.deepEqual(parseListen('localhost:65535'), { host: 'localhost', port: 65535 });
+    assert.equal(parseListen(5000), undefined);
+  });
+});
+
+describe('loadConfig', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'gantry-config-test-'));
+  });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('no arguments and an empty environment gives the defaults', async () => {
+    assert.deepEqual(await loadConfig([], {}), parseConfig(undefined));
+  });
+
+  test('--config reads a YAML file', async () => {
+    const file = path.join(dir, 'gantry.yaml');
+    await writeFile(
+      file,
+      [
+        'listen: "127.0.0.1:5050"',
+        'cacheDir: /tmp/gantry-cache',
+        'maxCacheBytes: 10GiB',
+        'tagTtlSeconds: 120',
+        'upstreams:',
+        '  - host: ghcr.io',
+        '    url: https://ghcr.io',
+        '  - host: docker.io',
+        '    url: https://registry-1.docker.io',
+        '    username: bob',
+        '    password: hunter2',
+        '',
+      ].join('\n'),
+    );
+    const cfg = await loadConfig(['--config', file], {});
+    assert.deepEqual(cfg.listen, { host: '127.0.0.1', port: 5050 });
+    assert.equal(cfg.cacheDir, '/tmp/gantry-cache');
+    assert.equal(cfg.maxCacheBytes, 10 * 2 ** 30);
+    assert.equal(cfg.tagTtlSeconds, 120);
+    assert.equal(cfg.defaultUpstream, 'ghcr.io');
+    assert.deepEqual(cfg.upstreams[1], { host: 'docker.io', url: DOCKER_HUB_URL, username: 'bob', password: 'hunter2' });
+  });
+
+  test('-c and GANTRY_CONFIG also name the file', async () => {
+    const file = path.join(dir, 'short.yaml');
+    await writeFile(file, 'tagTtlSeconds: 7\n');
+    assert.equal((await loadConfig(['-c', file], {})).tagTtlSeconds, 7);
+    assert.equal((await loadConfig([], { GANTRY_CONFIG: file })).tagTtlSeconds, 7);
+  });
+
+  test('flags beat env, env beats the file', async () => {
+    const file = path.join(dir, 'prec.yaml');
+    await writeFile(file, 'listen: ":1000"\ncacheDir: /file\ntagTtlSeconds: 10\nlogLevel: error\n');
+    const cfg = await loadConfig(['--config', file, '--listen', ':3000', '--log-level', 'debug'], {
+      GANTRY_LISTEN: ':2000',
+      GANTRY_CACHE_DIR: '/env',
+      GANTRY_LOG_LEVEL: 'warn',
+    });
+    assert.equal(cfg.listen.port, 3000);
+    assert.equal(cfg.cacheDir, '/env');
+    assert.equal(cfg.tagTtlSeconds, 10);
+    assert.equal(cfg.logLevel, 'debug');
+  });
+
+  test('every flag is understood', async () => {
+    const cfg = await loadConfig(
+      ['--listen', ':6001', '--cache-dir', '/flags', '--upstream-url', 'https://flag.example', '--tag-ttl-seconds', '9', '--max-cache-bytes', '1MiB', '--log-level', 'trace'],
+      {},
+    );
+    assert.deepEqual(cfg.listen, { host: '0.0.0.0', port: 6001 });
+    assert.equal(cfg.cacheDir, '/flags');
+    assert.equal(cfg.upstreams[0]?.url, 'https://flag.example');
+    assert.equal(cfg.tagTtlSeconds, 9);
+    assert.equal(cfg.maxCacheBytes, 2 ** 20);
+    assert.equal(cfg.logLevel, 'trace');
+  });
+
+  test('a missing config file is a ConfigError naming the file', async () => {
+    const missing = path.join(dir, 'does-not-exist.yaml');
+    const problems = await problemsOfAsync(() => loadConfig(['--config', missing], {}));
+    assert.equal(problems.length, 1);
+    assert.ok(problems[0]?.includes(missing), problems.join('\n'));
+  });
+
+  test('a file that is not valid YAML is a ConfigError naming the file', async () => {
+    const file = path.join(dir, 'broken.yaml');
+    await writeFile(file, 'listen: [unclosed\n');
+    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    assert.ok(problems[0]?.includes(file), problems.join('\n'));
+  });
+
+  test('problems in the file are all reported', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    await writeFile(file, 'listen: nope\nbogus: 1\n');
+    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    assert.ok(hasProblem(problems, /^listen:/));
+    assert.ok(hasProblem(problems, /^bogus: unknown key/));
+  });
+
+  test('an unknown flag or a stray argument is a ConfigError', async () => {
+    await problemsOfAsync(() => loadConfig(['--nope'], {}));
+    await problemsOfAsync(() => loadConfig(['stray'], {}));
+  });
+
+  test('--help is a ConfigError carrying the usage', async () => {
+    const problems = await problemsOfAsync(() => loadConfig(['--help'], {}));
+    assert.match(problems[0] ?? '', /^usage: gantry/);
+  });
+});
