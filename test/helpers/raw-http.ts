@@ -25,6 +25,6 @@ export function rawRequest(url: string, text: string, timeoutMs = 5_000): Promis
       const head = split === -1 ? all : all.slice(0, split);
       resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), head, body: split === -1 ? '' : all.slice(split + 4) });
     });
-    sock.write(text);
+    sock.write(Buffer.from(text, 'latin1'));
   });
 }

@@ -136,6 +136,11 @@ describe('upstream auth, redirects and error mapping', () => {
   });
 
   test("the client's own Authorization is passed through, and an upstream 401 reaches the client with its challenge", async () => {
+    const anonymous = await request(`${mirror.url}/v2/private/app/manifests/v1`);
+    const ab = JSON.parse(await anonymous.body.text()) as { errors: Array<{ code: string }> };
+    assert.equal(anonymous.statusCode, 401, 'anonymous access the upstream refuses is refused');
+    assert.equal(ab.errors[0]?.code, 'UNAUTHORIZED');
+    assert.match(String(anonymous.headers['www-authenticate']), /scope="repository:private\/app:pull"/);
     const denied = await request(`${mirror.url}/v2/private/app/manifests/v1`, { headers: { authorization: 'Bearer wrong' } });
     await denied.body.dump();
     assert.equal(denied.statusCode, 401);
@@ -255,6 +260,15 @@ describe('hostile and malformed client input', () => {
     }
     assert.deepEqual(await readdir(parent), ['cache'], 'nothing beside the cache directory');
     for (const f of await listFiles(mirror.cacheDir)) assert.match(f, /^(blobs\/sha256\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/.+)$/, f);
+  });
+
+  test('a TLS ClientHello on the plain-HTTP port (podman probes this way) gets a 400 and the server keeps serving', async () => {
+    const hello = '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03' + 'A'.repeat(32);
+    const res = await rawRequest(mirror.url, hello);
+    assert.equal(res.status, 400);
+    const ok = await request(`${mirror.url}/v2/`);
+    await ok.body.dump();
+    assert.equal(ok.statusCode, 200);
   });
 
   test('Accept sent as several header lines (as dockerd does) is merged', async () => {
