@@ -16,7 +16,9 @@ export function parseAccept(values: readonly string[]): string[] {
   const out: string[] = [];
   for (const value of values) {
     for (const part of value.split(',')) {
-      const type = part.split(';')[0]?.trim().toLowerCase();
+      const [type, ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+      // q=0 means "not acceptable" (RFC 9110 §12.4.2).
+      if (params.some((p) => /^q\s*=\s*0(?:\.0*)?$/.test(p))) continue;
       if (type) out.push(type);
     }
   }

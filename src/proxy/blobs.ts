@@ -107,6 +107,7 @@ export class PullThroughBlobs {
         digest: req.digest,
         expectedSize,
         tempPath: this.cache.files.newTempPath(),
+        finalPath: this.cache.files.pathFor(req.digest),
         commit: async (tempPath, size) => {
           await this.cache.files.commit(tempPath, req.digest);
           const now = Date.now();

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { createReadStream } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
@@ -23,6 +24,8 @@ export type FillOptions = {
   tempPath: string;
   /** Called with the verified, fsynced temp file; must move it into place and index it. */
   commit: (tempPath: string, size: number) => Promise<void>;
+  /** Where the blob lives once committed, for readers that arrive after the fill closed its file. */
+  finalPath: string;
 };
 
 /**
@@ -46,6 +49,7 @@ export class Fill extends EventEmitter {
   private readonly opts: FillOptions;
   private readonly fh: FileHandle;
   private refs = 1; // the writer's own reference
+  private closed = false;
   private resolveDone!: () => void;
 
   private constructor(fh: FileHandle, opts: FillOptions) {
@@ -118,6 +122,13 @@ export class Fill extends EventEmitter {
    * `end` undefined means to the end of the blob.
    */
   createReader(start = 0, end?: number): Readable {
+    if (this.closed) {
+      // A request can pick this fill from the in-flight map just as it ends.
+      if (this.state === 'committed') return createReadStream(this.opts.finalPath, { start, ...(end !== undefined ? { end: end - 1 } : {}) });
+      return Readable.from((async function* (err: Error | undefined) {
+        throw err ?? new Error('fill ended');
+      })(this.error));
+    }
     this.refs += 1;
     return new TailReader(this, start, end);
   }
@@ -130,7 +141,10 @@ export class Fill extends EventEmitter {
 
   async release(): Promise<void> {
     this.refs -= 1;
-    if (this.refs === 0) await this.fh.close().catch(() => undefined);
+    if (this.refs === 0) {
+      this.closed = true;
+      await this.fh.close().catch(() => undefined);
+    }
   }
 
   /** Bytes a reader whose range ends at `end` may take now (see the class comment on holding back). */

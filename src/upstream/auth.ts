@@ -4,36 +4,49 @@ import { request, type Dispatcher } from 'undici';
 /** A parsed `WWW-Authenticate` challenge (RFC 7235), as registries send it. */
 export type Challenge = { scheme: string; params: Record<string, string> };
 
-/** Parse the first challenge of a WWW-Authenticate header; undefined if malformed. */
+/**
+ * Parse the first challenge of a WWW-Authenticate header (RFC 7235); undefined
+ * if malformed. Parameters are read in sequence and parsing stops where a
+ * second challenge (`, Scheme param=...`) begins.
+ */
 export function parseChallenge(header: string | undefined): Challenge | undefined {
   if (!header) return undefined;
-  const m = /^\s*([A-Za-z][A-Za-z0-9._-]*)\s*(.*)$/s.exec(header);
+  const m = /^\s*([A-Za-z][A-Za-z0-9._-]*)(?:\s+|$)/.exec(header);
   if (!m?.[1]) return undefined;
   const params: Record<string, string> = {};
-  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g;
-  for (const p of (m[2] ?? '').matchAll(re)) {
+  const re = /\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)/y;
+  re.lastIndex = m[0].length;
+  for (let p = re.exec(header); p; p = re.exec(header)) {
     if (p[1]) params[p[1].toLowerCase()] = (p[2] ?? p[3] ?? '').replace(/\\(.)/g, '$1');
+    if (re.lastIndex >= header.length) break;
   }
   return { scheme: m[1].toLowerCase(), params };
 }
 
+/** Second-level labels under which registrations happen one level deeper (co.uk, com.au, ...). */
+const GENERIC_SLDS = new Set(['co', 'com', 'net', 'org', 'gov', 'ac', 'edu', 'ne', 'or', 'go']);
+
 /**
- * The registrable domain of a host, approximated as its last two labels
- * (docker.io for registry-1.docker.io and auth.docker.io). IP addresses and
- * single-label hosts are their own domain. Not a public-suffix list: a realm on
- * `evil.co.uk` is not accepted for `registry.co.uk` only because of this rule
- * combined with the exact-host default below being the common case.
+ * The registrable domain of a host: its last two labels (docker.io for
+ * registry-1.docker.io and auth.docker.io), or three under a two-letter
+ * country code with a generic second level (example.co.uk). IP addresses and
+ * single-label hosts are their own domain. An approximation of the public
+ * suffix list; `realmHosts` in the config covers anything it gets wrong.
  */
 export function registrableDomain(hostname: string): string {
   const h = hostname.toLowerCase().replace(/^\[|\]$/g, '');
   if (/^[\d.]+$/.test(h) || h.includes(':')) return h;
   const labels = h.split('.');
-  return labels.slice(-2).join('.');
+  const tld = labels.at(-1) ?? '';
+  const sld = labels.at(-2) ?? '';
+  const keep = tld.length === 2 && GENERIC_SLDS.has(sld) ? 3 : 2;
+  return labels.slice(-keep).join('.');
 }
 
 /**
  * A bearer realm may receive credentials only if it is on the upstream's own
- * registrable domain, or explicitly allowed (distribution's realmAllowed idea).
+ * registrable domain, or explicitly allowed (distribution's realmAllowed idea),
+ * and never over plain HTTP when the upstream itself is HTTPS.
  */
 export function isRealmAllowed(realm: string, upstreamUrl: string, extraHosts: readonly string[] = []): boolean {
   let r: URL;
@@ -44,6 +57,7 @@ export function isRealmAllowed(realm: string, upstreamUrl: string, extraHosts: r
   }
   if (r.protocol !== 'https:' && r.protocol !== 'http:') return false;
   const u = new URL(upstreamUrl);
+  if (u.protocol === 'https:' && r.protocol !== 'https:') return false;
   if (extraHosts.includes(r.host.toLowerCase())) return true;
   return registrableDomain(r.hostname) === registrableDomain(u.hostname);
 }
