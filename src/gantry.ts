@@ -13,6 +13,9 @@ import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
+import { AccessGuard } from './auth/access-guard.ts';
+import { GantryTokens } from './auth/gantry-tokens.ts';
+import { Htpasswd } from './auth/htpasswd.ts';
 
 export type Gantry = {
   /** `http://host:port` actually bound (port 0 resolved). */
@@ -39,6 +42,7 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     log,
   });
   await cache.init();
+  metrics.cacheMaxBytes.set(config.maxCacheBytes);
 
   const upstreams = new Upstreams(
     config.upstreams.map(
@@ -47,6 +51,8 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
           config: u,
           headersTimeoutMs: config.upstreamHeadersTimeoutMs,
           bodyTimeoutMs: config.upstreamBodyTimeoutMs,
+          breaker: config.breaker,
+          proxy: config.proxy,
           metrics,
           log,
         }),
@@ -54,15 +60,19 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     config,
   );
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
-  const blobs = new PullThroughBlobs({ cache, metrics, log, fillTimeoutMs: config.cacheWriteTimeoutMs, shutdown: shutdown.signal });
+  const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log });
+  const blobs = new PullThroughBlobs({ cache, guard, metrics, log, fillTimeoutMs: config.cacheWriteTimeoutMs, shutdown: shutdown.signal });
   const manifests = new PullThroughManifests({
-    cache, metrics, log, maxBytes: config.maxManifestBytes,
+    cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
   });
   let ready = true;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
     maxPassthroughBytes: config.maxManifestBytes,
+    authConfig: config.auth,
+    tokens: new GantryTokens(config.auth.tokenTtlSeconds),
+    htpasswd: config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined,
     isReady: () => ready,
   });
 

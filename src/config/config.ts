@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 /**
  * Gantry's configuration: the type, the embedded defaults, and a pure
  * validator that reports every problem at once. Precedence (highest first):
@@ -9,11 +11,42 @@ export type UpstreamConfig = {
   host: string;
   /** Where Gantry actually sends requests. */
   url: string;
+  /** Path alias: `/v2/<prefix>/<repo>/...` selects this upstream (hosts with a port can't be a path component). */
+  prefix?: string;
+  /** Host header values (virtual hosts) that select this upstream. */
+  virtualHosts?: string[];
   username?: string;
   password?: string;
+  /** A static bearer token Gantry sends as-is (instead of username/password). */
+  token?: string;
   /** Overrides the global tag TTL for this upstream. */
   tagTtlSeconds?: number;
+  /** Repository patterns (`*` within a path component, `**` across) allowed / denied; deny wins. */
+  allow?: string[];
+  deny?: string[];
+  /** Keep serving cached content when the upstream answers 404 (e.g. a deleted tag). Off by default. */
+  serveCachedOn404?: boolean;
+  /** Extra hosts allowed as bearer-token realms besides the upstream's own registrable domain. */
+  realmHosts?: string[];
 };
+
+export type AuthConfig = {
+  /** htpasswd file (bcrypt entries) of users allowed to use Gantry; unset = no client authentication. */
+  htpasswdFile?: string;
+  /** Lifetime of the tokens Gantry's own /token endpoint issues. */
+  tokenTtlSeconds: number;
+  /** How long a yes/no from the upstream about a credential's access to a repository is remembered. */
+  accessCheckTtlSeconds: number;
+  /** If the upstream cannot be asked whether a credential may see restricted content: refuse (true) or serve. */
+  failClosed: boolean;
+  /** Answer `GET /v2/` with a challenge to Gantry's own token endpoint, so clients that only log in after a ping can send credentials. */
+  challengePing: boolean;
+  /** Public URL of Gantry's token endpoint, when clients reach Gantry through a TLS-terminating proxy. Default: derived from the request. */
+  realm?: string;
+};
+
+export type BreakerConfig = { failureThreshold: number; cooldownSeconds: number };
+export type ProxyConfig = { httpProxy?: string; httpsProxy?: string; noProxy?: string };
 
 export type Config = {
   listen: { host: string; port: number };
@@ -31,6 +64,10 @@ export type Config = {
   maxManifestBytes: number;
   upstreams: UpstreamConfig[];
   defaultUpstream: string;
+  auth: AuthConfig;
+  breaker: BreakerConfig;
+  /** Outbound proxy; defaults to HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment. */
+  proxy: ProxyConfig;
 };
 
 export const DOCKER_HUB_HOST = 'docker.io';
@@ -48,6 +85,9 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   maxManifestBytes: 4 * 1024 * 1024,
   upstreams: [{ host: DOCKER_HUB_HOST, url: DOCKER_HUB_URL }],
   defaultUpstream: DOCKER_HUB_HOST,
+  auth: { tokenTtlSeconds: 300, accessCheckTtlSeconds: 60, failClosed: true, challengePing: true },
+  breaker: { failureThreshold: 5, cooldownSeconds: 30 },
+  proxy: {},
 });
 
 export class ConfigError extends Error {
@@ -130,36 +170,132 @@ function urlField(v: unknown, name: string, problems: string[]): string | undefi
   }
 }
 
-function parseUpstream(raw: unknown, i: number, problems: string[]): UpstreamConfig | undefined {
+/** Reads a secret file; injectable so parseConfig stays testable. */
+export type SecretSource = { env: NodeJS.ProcessEnv; readFile: (path: string) => string };
+
+function stringList(v: unknown, where: string, problems: string[]): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0)) {
+    problems.push(`${where}: expected a list of strings`);
+    return undefined;
+  }
+  return v as string[];
+}
+
+/** `password`, `passwordEnv: NAME` or `passwordFile: PATH` (likewise token): at most one of them. */
+function secretField(raw: Record<string, unknown>, key: 'password' | 'token', where: string, problems: string[], secrets: SecretSource): string | undefined {
+  const forms = [key, `${key}Env`, `${key}File`].filter((k) => raw[k] !== undefined);
+  if (forms.length > 1) problems.push(`${where}: set only one of ${forms.join(', ')}`);
+  const inline = raw[key];
+  const envName = raw[`${key}Env`];
+  const file = raw[`${key}File`];
+  if (inline !== undefined) {
+    if (typeof inline === 'string') return inline;
+    problems.push(`${where}.${key}: expected a string`);
+  } else if (envName !== undefined) {
+    if (typeof envName !== 'string') problems.push(`${where}.${key}Env: expected a variable name`);
+    else if (secrets.env[envName] === undefined) problems.push(`${where}.${key}Env: environment variable ${envName} is not set`);
+    else return secrets.env[envName];
+  } else if (file !== undefined) {
+    if (typeof file !== 'string') problems.push(`${where}.${key}File: expected a path`);
+    else {
+      try {
+        return secrets.readFile(file).replace(/\r?\n$/, '');
+      } catch (err) {
+        problems.push(`${where}.${key}File: cannot read ${file}: ${(err as Error).message}`);
+      }
+    }
+  }
+  return undefined;
+}
+
+const UPSTREAM_KEYS = new Set([
+  'host', 'url', 'prefix', 'virtualHosts', 'username', 'password', 'passwordEnv', 'passwordFile', 'token', 'tokenEnv',
+  'tokenFile', 'tagTtlSeconds', 'allow', 'deny', 'serveCachedOn404', 'realmHosts',
+]);
+
+function parseUpstream(raw: unknown, i: number, problems: string[], secrets: SecretSource): UpstreamConfig | undefined {
   const where = `upstreams[${i}]`;
   if (!isRecord(raw)) {
     problems.push(`${where}: expected a mapping`);
     return undefined;
   }
-  const known = new Set(['host', 'url', 'username', 'password', 'tagTtlSeconds']);
-  for (const k of Object.keys(raw)) if (!known.has(k)) problems.push(`${where}.${k}: unknown key`);
+  for (const k of Object.keys(raw)) if (!UPSTREAM_KEYS.has(k)) problems.push(`${where}.${k}: unknown key`);
   const host = raw['host'];
-  if (typeof host !== 'string' || !/^[a-z0-9.-]+(?::\d{1,5})?$/i.test(host)) {
+  if (typeof host !== 'string' || !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?$/i.test(host)) {
     problems.push(`${where}.host: expected a registry host such as docker.io or registry.internal:5000`);
   }
   const url = urlField(raw['url'], `${where}.url`, problems);
   const up: UpstreamConfig = { host: String(host).toLowerCase(), url: url ?? '' };
-  for (const k of ['username', 'password'] as const) {
-    const v = raw[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'string') problems.push(`${where}.${k}: expected a string`);
-    else up[k] = v;
+  const prefix = raw['prefix'];
+  if (prefix !== undefined) {
+    if (typeof prefix === 'string' && /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(prefix)) up.prefix = prefix;
+    else problems.push(`${where}.prefix: expected one lowercase path component such as "internal"`);
   }
+  const vhosts = stringList(raw['virtualHosts'], `${where}.virtualHosts`, problems);
+  if (vhosts) up.virtualHosts = vhosts.map((h) => h.toLowerCase());
+  const username = raw['username'];
+  if (username !== undefined) {
+    if (typeof username === 'string') up.username = username;
+    else problems.push(`${where}.username: expected a string`);
+  }
+  const password = secretField(raw, 'password', where, problems, secrets);
+  if (password !== undefined) up.password = password;
+  const token = secretField(raw, 'token', where, problems, secrets);
+  if (token !== undefined) up.token = token;
+  if (up.token !== undefined && up.username !== undefined) problems.push(`${where}: use either a token or username/password`);
   const ttl = intField(raw['tagTtlSeconds'], `${where}.tagTtlSeconds`, problems);
   if (ttl !== undefined) up.tagTtlSeconds = ttl;
+  for (const key of ['allow', 'deny'] as const) {
+    const list = stringList(raw[key], `${where}.${key}`, problems);
+    if (list) up[key] = list;
+  }
+  const realmHosts = stringList(raw['realmHosts'], `${where}.realmHosts`, problems);
+  if (realmHosts) up.realmHosts = realmHosts.map((h) => h.toLowerCase());
+  if (raw['serveCachedOn404'] !== undefined) {
+    if (typeof raw['serveCachedOn404'] === 'boolean') up.serveCachedOn404 = raw['serveCachedOn404'];
+    else problems.push(`${where}.serveCachedOn404: expected true or false`);
+  }
   return up;
+}
+
+function parseSection<T extends object>(
+  raw: unknown,
+  name: string,
+  defaults: T,
+  fields: Record<string, 'int' | 'bool' | 'string'>,
+  problems: string[],
+): T {
+  const out = { ...defaults } as Record<string, unknown>;
+  if (raw === undefined) return out as T;
+  if (!isRecord(raw)) {
+    problems.push(`${name}: expected a mapping`);
+    return out as T;
+  }
+  for (const [k, v] of Object.entries(raw)) {
+    const kind = fields[k];
+    if (!kind) problems.push(`${name}.${k}: unknown key`);
+    else if (kind === 'int') {
+      const n = intField(v, `${name}.${k}`, problems);
+      if (n !== undefined) out[k] = n;
+    } else if (kind === 'bool') {
+      if (typeof v === 'boolean') out[k] = v;
+      else problems.push(`${name}.${k}: expected true or false`);
+    } else if (typeof v === 'string' && v.length > 0) out[k] = v;
+    else problems.push(`${name}.${k}: expected a string`);
+  }
+  return out as T;
 }
 
 /**
  * Validate a raw config document (parsed YAML, or undefined for none) plus
  * overrides into a Config. Never mutates DEFAULT_CONFIG.
  */
-export function parseConfig(file: unknown, overrides: ConfigOverrides = {}): Config {
+export function parseConfig(
+  file: unknown,
+  overrides: ConfigOverrides = {},
+  secrets: SecretSource = { env: process.env, readFile: (p) => readFileSync(p, 'utf8') },
+): Config {
   const problems: string[] = [];
   const raw: Record<string, unknown> = file === undefined || file === null ? {} : isRecord(file) ? file : {};
   if (file !== undefined && file !== null && !isRecord(file)) problems.push('config file: expected a mapping at the top level');
@@ -167,10 +303,11 @@ export function parseConfig(file: unknown, overrides: ConfigOverrides = {}): Con
   const known = new Set([
     'listen', 'cacheDir', 'maxCacheBytes', 'tagTtlSeconds', 'logLevel', 'cacheWriteTimeoutMs',
     'upstreamHeadersTimeoutMs', 'upstreamBodyTimeoutMs', 'maxManifestBytes', 'upstreams', 'defaultUpstream',
+    'auth', 'breaker', 'proxy',
   ]);
   for (const k of Object.keys(raw)) if (!known.has(k)) problems.push(`${k}: unknown key`);
 
-  const cfg: Config = structuredClone({ ...DEFAULT_CONFIG, listen: { ...DEFAULT_CONFIG.listen } }) as Config;
+  const cfg: Config = structuredClone(DEFAULT_CONFIG) as Config;
 
   const listenRaw = overrides.listen ?? raw['listen'];
   if (listenRaw !== undefined) {
@@ -217,12 +354,16 @@ export function parseConfig(file: unknown, overrides: ConfigOverrides = {}): Con
       problems.push('upstreams: expected a non-empty list');
     } else {
       cfg.upstreams = raw['upstreams']
-        .map((u, i) => parseUpstream(u, i, problems))
+        .map((u, i) => parseUpstream(u, i, problems, secrets))
         .filter((u): u is UpstreamConfig => u !== undefined);
-      const seen = new Set<string>();
+      // Hosts, prefixes and virtual hosts all select an upstream: each may name only one.
+      const seen = new Map<string, string>();
       for (const u of cfg.upstreams) {
-        if (seen.has(u.host)) problems.push(`upstreams: host ${u.host} is listed twice`);
-        seen.add(u.host);
+        for (const name of [u.host, ...(u.prefix ? [u.prefix] : []), ...(u.virtualHosts ?? []).map((v) => `vhost:${v}`)]) {
+          const other = seen.get(name);
+          if (other !== undefined) problems.push(`upstreams: ${name.replace('vhost:', '')} selects both ${other} and ${u.host}`);
+          seen.set(name, u.host);
+        }
       }
     }
   }
@@ -245,6 +386,21 @@ export function parseConfig(file: unknown, overrides: ConfigOverrides = {}): Con
     if (overrides.upstreamUsername !== undefined) def.username = overrides.upstreamUsername;
     if (overrides.upstreamPassword !== undefined) def.password = overrides.upstreamPassword;
   }
+  cfg.auth = parseSection(raw['auth'], 'auth', DEFAULT_CONFIG.auth, {
+    htpasswdFile: 'string', tokenTtlSeconds: 'int', accessCheckTtlSeconds: 'int', failClosed: 'bool', challengePing: 'bool', realm: 'string',
+  }, problems);
+  cfg.breaker = parseSection(raw['breaker'], 'breaker', DEFAULT_CONFIG.breaker, { failureThreshold: 'int', cooldownSeconds: 'int' }, problems);
+  if (cfg.breaker.failureThreshold < 1) problems.push('breaker.failureThreshold: expected at least 1');
+  const envProxy: ProxyConfig = {};
+  const pick = (...names: string[]): string | undefined => names.map((n) => secrets.env[n]).find((v) => v !== undefined && v !== '');
+  const httpProxy = pick('HTTP_PROXY', 'http_proxy');
+  const httpsProxy = pick('HTTPS_PROXY', 'https_proxy');
+  const noProxy = pick('NO_PROXY', 'no_proxy');
+  if (httpProxy) envProxy.httpProxy = httpProxy;
+  if (httpsProxy) envProxy.httpsProxy = httpsProxy;
+  if (noProxy) envProxy.noProxy = noProxy;
+  cfg.proxy = parseSection(raw['proxy'], 'proxy', envProxy, { httpProxy: 'string', httpsProxy: 'string', noProxy: 'string' }, problems);
+
   for (const u of cfg.upstreams) {
     if ((u.username === undefined) !== (u.password === undefined)) {
       problems.push(`upstream ${u.host}: username and password must be set together`);
@@ -256,7 +412,9 @@ export function parseConfig(file: unknown, overrides: ConfigOverrides = {}): Con
 }
 
 /** Read the GANTRY_* variables into overrides. */
-export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
+export function overridesFromEnv(raw: NodeJS.ProcessEnv): ConfigOverrides {
+  // An empty variable (GANTRY_LISTEN= in a compose file) means unset, not an invalid value.
+  const env = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== '')) as NodeJS.ProcessEnv;
   return {
     listen: env['GANTRY_LISTEN'],
     cacheDir: env['GANTRY_CACHE_DIR'],

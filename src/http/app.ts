@@ -6,6 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
+import { createTokenHandler } from './token-route.ts';
 
 export type AppServices = RegistryServices & { metrics: Metrics; log: Logger; isReady: () => boolean };
 
@@ -46,6 +47,10 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.get('/healthz', (c) => c.text('ok'));
   app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
   app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
+
+  const token = createTokenHandler(svc);
+  app.get('/token', token);
+  app.post('/token', token);
 
   const registry = createRegistryHandler(svc);
   app.all('/v2', registry);

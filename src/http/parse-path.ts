@@ -1,15 +1,29 @@
 import { parseDigest, type Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
-import { parseReference, parseRepositoryName, type Reference, type RepositoryName } from '../oci/reference.ts';
+import { parseReference, parseRepositoryName, type Reference } from '../oci/reference.ts';
 
+/**
+ * `name` is the path's repository part. It has passed the grammar, except
+ * that its first component may be a `host:port` (a path-prefix route to an
+ * upstream such as registry.internal:5000); upstream resolution validates the rest.
+ */
 export type ApiRoute =
   | { route: 'base' }
-  | { route: 'manifest'; name: RepositoryName; reference: Reference }
-  | { route: 'blob'; name: RepositoryName; digest: Digest }
+  | { route: 'manifest'; name: string; reference: Reference }
+  | { route: 'blob'; name: string; digest: Digest }
   | { route: 'upload' }
-  | { route: 'tags'; name: RepositoryName }
-  | { route: 'referrers'; name: RepositoryName; digest: Digest }
+  | { route: 'tags'; name: string }
+  | { route: 'referrers'; name: string; digest: Digest }
   | { route: 'catalog' };
+
+const HOST_PORT_COMPONENT = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}\//;
+
+function checkName(raw: string): string {
+  const rest = raw.replace(HOST_PORT_COMPONENT, '');
+  parseRepositoryName(rest === raw ? raw : rest);
+  if (raw.length > 255 + 64) throw new RegistryError('NAME_INVALID', { detail: { name: raw.slice(0, 255) } });
+  return raw;
+}
 
 // The name is greedy: the last `/manifests/` (etc.) in the path is the separator,
 // which is how the spec's grammar resolves names containing those words.
@@ -28,7 +42,7 @@ export function parseApiPath(path: string): ApiRoute {
   if (!m) throw new RegistryError('UNSUPPORTED', { status: 404, message: 'no such API endpoint' });
   const [, rawName = '', kind, rest = ''] = m;
   if (kind === 'blobs' && (rest === 'uploads' || rest === 'uploads/' || rest.startsWith('uploads/'))) return { route: 'upload' };
-  const name = parseRepositoryName(rawName);
+  const name = checkName(rawName);
   switch (kind) {
     case 'manifests':
       if (rest.length === 0 || rest.includes('/')) throw new RegistryError('MANIFEST_UNKNOWN', { status: 404, message: 'invalid manifest reference' });

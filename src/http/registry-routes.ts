@@ -5,7 +5,7 @@ import {
   ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, REQUEST_ID, X_CACHE,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
-import type { RepositoryName } from '../oci/reference.ts';
+import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { PullThroughBlobs } from '../proxy/blobs.ts';
 import type { PullThroughManifests } from '../proxy/manifests.ts';
@@ -15,10 +15,12 @@ import { upstreamStatusToError, type RouteKind } from '../upstream/upstream-erro
 import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
 import type { AppEnv } from './app-env.ts';
 import { parseApiPath } from './parse-path.ts';
+import { authenticate, challengeError, GANTRY_SERVICE, type ClientAuthServices } from './client-auth.ts';
+import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
 import { sendBody } from './send-blob.ts';
 
-export type RegistryServices = { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; maxPassthroughBytes: number };
+export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; maxPassthroughBytes: number };
 
 const PASSTHROUGH_RESPONSE_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST.toLowerCase()];
 
@@ -29,30 +31,42 @@ export function createRegistryHandler(svc: RegistryServices) {
     const method = c.req.method;
     const route = parseApiPath(rawPath(c.req.url));
     if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED');
+    const cred = await authenticate(c, svc);
     switch (route.route) {
       case 'base':
+        // Clients that only send credentials after a challenge on the ping (skopeo, podman) need one here.
+        if (cred.kind === 'none' && !c.req.header('authorization') && svc.authConfig.challengePing) throw challengeError(c, svc, GANTRY_SERVICE);
         return c.json({});
       case 'upload':
       case 'catalog':
         throw new RegistryError('UNSUPPORTED');
-      case 'manifest':
-        return getManifest(c, svc, route.name, route.reference);
-      case 'blob':
-        return getBlob(c, svc, route.name, route.digest);
-      case 'tags': {
-        const q = new URLSearchParams();
-        for (const k of ['n', 'last'] as const) {
-          const v = c.req.query(k);
-          if (v !== undefined) q.set(k, v);
+      default:
+        break;
+    }
+    const target = svc.upstreams.resolve(route.name, { ns: c.req.query('ns'), hostHeader: c.req.header('host') });
+    try {
+      switch (route.route) {
+        case 'manifest':
+          return await getManifest(c, svc, target, cred, route.reference);
+        case 'blob':
+          return await getBlob(c, svc, target, cred, route.digest);
+        case 'tags': {
+          const q = new URLSearchParams();
+          for (const k of ['n', 'last'] as const) {
+            const v = c.req.query(k);
+            if (v !== undefined) q.set(k, v);
+          }
+          return await passthrough(c, svc, target, cred, 'tags', 'tags/list', q);
         }
-        return passthrough(c, svc, 'tags', route.name, 'tags/list', q);
+        case 'referrers': {
+          const q = new URLSearchParams();
+          const at = c.req.query('artifactType');
+          if (at !== undefined) q.set('artifactType', at);
+          return await passthrough(c, svc, target, cred, 'referrers', `referrers/${route.digest}`, q);
+        }
       }
-      case 'referrers': {
-        const q = new URLSearchParams();
-        const at = c.req.query('artifactType');
-        if (at !== undefined) q.set('artifactType', at);
-        return passthrough(c, svc, 'referrers', route.name, `referrers/${route.digest}`, q);
-      }
+    } catch (err) {
+      throw withChallenge(c, svc, err, target, cred);
     }
   };
 }
@@ -63,25 +77,34 @@ function rawPath(url: string): string {
   return url.slice(start, q === -1 ? undefined : q);
 }
 
-function resolve(c: Context<AppEnv>, svc: RegistryServices, name: RepositoryName): ResolvedTarget {
-  return svc.upstreams.resolve(name, c.req.query('ns'));
+/**
+ * A 401 must tell the client where to log in. Gantry's own token endpoint
+ * works for every route (it translates names and relays credentials); the
+ * upstream's challenge is kept only for a client that already talks to the
+ * upstream's realm itself (a passed-through bearer token) on a route whose
+ * names match the upstream's.
+ */
+function withChallenge(c: Context<AppEnv>, svc: RegistryServices, err: unknown, target: ResolvedTarget, cred: ClientCredential): unknown {
+  if (!(err instanceof RegistryError) || err.code !== 'UNAUTHORIZED') return err;
+  if (cred.kind === 'bearer' && !target.renamed && err.headers['WWW-Authenticate']) return err;
+  return challengeError(c, svc, target.upstream.host, `repository:${target.name}:pull`, err.message);
 }
 
 async function getManifest(
   c: Context<AppEnv>,
   svc: RegistryServices,
-  name: RepositoryName,
-  reference: Parameters<PullThroughManifests['get']>[0]['reference'],
+  target: ResolvedTarget,
+  auth: ClientCredential,
+  reference: Reference,
 ): Promise<Response> {
   const stats = c.get('stats');
   stats.kind = 'manifest';
-  const target = resolve(c, svc, name);
   const headOnly = c.req.method === 'HEAD';
   const m = await svc.manifests.get({
     ...target,
     reference,
     accept: parseAccept([c.req.header('accept') ?? '']),
-    clientAuth: c.req.header('authorization'),
+    auth,
     headOnly,
   });
   stats.result = m.result;
@@ -97,11 +120,10 @@ async function getManifest(
   return c.body(asBody(m.bytes), 200, headers);
 }
 
-async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: RepositoryName, digest: Digest): Promise<Response> {
+async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: ResolvedTarget, auth: ClientCredential, digest: Digest): Promise<Response> {
   const stats = c.get('stats');
   stats.kind = 'blob';
-  const target = resolve(c, svc, name);
-  const req = { ...target, digest, clientAuth: c.req.header('authorization') };
+  const req = { ...target, digest, auth };
   const base: Record<string, string | number> = {
     [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE,
     'Content-Type': 'application/octet-stream',
@@ -120,6 +142,10 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: Reposito
   }
   const opened = await svc.blobs.open(req);
   stats.result = opened.result;
+  if (opened.source === 'fill' && opened.fill.state === 'failed') {
+    // Failed before we answered: say so properly instead of opening a body we'd have to cut.
+    throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream sent bad data for this blob', detail: { outcome: opened.fill.error?.outcome } });
+  }
   base[X_CACHE] = opened.result.toUpperCase();
   let range;
   try {
@@ -146,22 +172,22 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, name: Reposito
 async function passthrough(
   c: Context<AppEnv>,
   svc: RegistryServices,
+  target: ResolvedTarget,
+  auth: ClientCredential,
   kind: RouteKind,
-  name: RepositoryName,
   suffix: string,
   query: URLSearchParams,
 ): Promise<Response> {
   const stats = c.get('stats');
   stats.kind = kind === 'tags' ? 'tags' : 'referrers';
   stats.result = 'bypass';
-  const target = resolve(c, svc, name);
   const qs = query.size > 0 ? `?${query.toString()}` : '';
   const res = await target.upstream.request({
     method: c.req.method === 'HEAD' ? 'HEAD' : 'GET',
     path: `/v2/${target.remoteName}/${suffix}${qs}`,
     repo: target.remoteName,
     accept: c.req.header('accept'),
-    clientAuth: c.req.header('authorization'),
+    auth,
   });
   if (res.status !== 200) throw upstreamStatusToError(kind, res.status, await readErrorText(res.body), res.headers);
   const headers: Record<string, string> = { [X_CACHE]: 'BYPASS' };

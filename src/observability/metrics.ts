@@ -59,6 +59,31 @@ export function createMetrics(registry = new Registry()) {
     }),
     cacheBytes: new Gauge({ name: 'gantry_cache_bytes', help: 'Bytes of blobs and manifests in the cache', registers: [registry] }),
     cacheEntries: new Gauge({ name: 'gantry_cache_entries', help: 'Blobs and manifests in the cache', registers: [registry] }),
+    cacheMaxBytes: new Gauge({ name: 'gantry_cache_max_bytes', help: 'Configured cache size budget (0 = unbounded)', registers: [registry] }),
+    upstreamUp: new Gauge({
+      name: 'gantry_upstream_up',
+      help: '1 while the upstream circuit is closed (or half-open), 0 while it is open (upstream marked down)',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    ratelimitLimit: new Gauge({
+      name: 'gantry_upstream_ratelimit_limit',
+      help: 'Last ratelimit-limit header seen from the upstream (Docker Hub pull limit)',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    ratelimitRemaining: new Gauge({
+      name: 'gantry_upstream_ratelimit_remaining',
+      help: 'Last ratelimit-remaining header seen from the upstream',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    accessChecks: new Counter({
+      name: 'gantry_access_checks_total',
+      help: 'Upstream checks of whether a credential may see restricted cached content, by result (allowed, denied, unavailable, memo)',
+      labelNames: ['upstream', 'result'] as const,
+      registers: [registry],
+    }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
   };

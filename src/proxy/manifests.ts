@@ -11,12 +11,14 @@ import { headerString, type UpstreamResponse } from '../upstream/client.ts';
 import { upstreamStatusToError } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
 import { readBounded, readErrorText } from './read-body.ts';
+import type { AccessGuard } from '../auth/access-guard.ts';
+import { credentialKey, isClientOwned, type ClientCredential } from '../auth/credentials.ts';
 
 export type ManifestRequest = ResolvedTarget & {
   reference: Reference;
   /** Media types from the client's Accept header(s); empty means anything. */
   accept: string[];
-  clientAuth?: string | undefined;
+  auth: ClientCredential;
   /** HEAD: answer from cache or with an upstream HEAD, never download. */
   headOnly: boolean;
 };
@@ -44,9 +46,18 @@ export class PullThroughManifests {
   private readonly maxBytes: number;
   private readonly tagTtlMs: (upstreamHost: string) => number;
   private readonly inflight = new Map<string, Promise<ManifestResult>>();
+  private readonly guard: AccessGuard;
 
-  constructor(opts: { cache: ContentCache; metrics: Metrics; log: Logger; maxBytes: number; tagTtlMs: (upstreamHost: string) => number }) {
+  constructor(opts: {
+    cache: ContentCache;
+    guard: AccessGuard;
+    metrics: Metrics;
+    log: Logger;
+    maxBytes: number;
+    tagTtlMs: (upstreamHost: string) => number;
+  }) {
     this.cache = opts.cache;
+    this.guard = opts.guard;
     this.metrics = opts.metrics;
     this.log = opts.log;
     this.maxBytes = opts.maxBytes;
@@ -55,7 +66,7 @@ export class PullThroughManifests {
 
   async get(req: ManifestRequest): Promise<ManifestResult> {
     if (req.reference.kind === 'digest') {
-      const local = await this.readLocal(req.reference.digest, req.accept);
+      const local = await this.readLocal(req, req.reference.digest);
       if (local) return { ...local, result: 'hit' };
       return this.coalesced(req, () => this.fetch(req, undefined));
     }
@@ -63,18 +74,27 @@ export class PullThroughManifests {
     const entry = await this.cache.getTag(req.upstream.host, req.remoteName, tag);
     const usable = entry && this.cache.peek(entry.digest) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
     if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
+    if (usable.restricted) await this.checkTag(req, usable);
     if (Date.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
-      const local = await this.readLocal(usable.digest, req.accept);
+      const local = await this.readLocal(req, usable.digest);
       if (local) return { ...local, result: 'hit' };
       return this.coalesced(req, () => this.fetch(req, undefined));
     }
     return this.coalesced(req, () => this.revalidate(req, usable));
   }
 
+  /** A tag learned with a client's credential is only served after the upstream confirms this requester may see it. */
+  private async checkTag(req: ManifestRequest, entry: TagEntry): Promise<void> {
+    await this.guard.check(req.upstream, req.remoteName, manifestPath(req), req.auth);
+    if (!isClientOwned(req.auth)) {
+      await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, restricted: false });
+    }
+  }
+
   /** Concurrent identical requests share one upstream exchange. */
   private coalesced(req: ManifestRequest, run: () => Promise<ManifestResult>): Promise<ManifestResult> {
     const ref = req.reference.kind === 'tag' ? req.reference.tag : req.reference.digest;
-    const key = [req.upstream.host, req.remoteName, ref, req.accept.join(','), req.headOnly, req.clientAuth ?? ''].join('\u0000');
+    const key = [req.upstream.host, req.remoteName, ref, req.accept.join(','), req.headOnly, credentialKey(req.auth)].join('\u0000');
     const existing = this.inflight.get(key);
     if (existing) return existing;
     const p = run().finally(() => this.inflight.delete(key));
@@ -90,19 +110,19 @@ export class PullThroughManifests {
         path: manifestPath(req),
         repo: req.remoteName,
         accept: upstreamAccept(req.accept),
-        clientAuth: req.clientAuth,
+        auth: req.auth,
       });
     } catch (err) {
       return this.serveStale(req, entry, err);
     }
     await res.body.dump();
-    if (res.status === 429 || res.status >= 500) {
+    if (res.status === 429 || res.status >= 500 || (res.status === 404 && req.upstream.config.serveCachedOn404)) {
       return this.serveStale(req, entry, upstreamStatusToError('manifest', res.status, '', res.headers));
     }
     if (res.status !== 200) throw upstreamStatusToError('manifest', res.status, '', res.headers);
     const upstreamDigest = headerString(res.headers['docker-content-digest']);
     if (upstreamDigest === entry.digest) {
-      const local = await this.readLocal(entry.digest, req.accept);
+      const local = await this.readLocal(req, entry.digest);
       if (local) {
         await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: Date.now() });
         return { ...local, result: 'revalidated' };
@@ -112,7 +132,7 @@ export class PullThroughManifests {
   }
 
   private async serveStale(req: ManifestRequest, entry: TagEntry, err: unknown): Promise<ManifestResult> {
-    const local = await this.readLocal(entry.digest, req.accept);
+    const local = await this.readLocal(req, entry.digest);
     if (!local) throw err;
     this.log.warn({ upstream: req.upstream.host, repo: req.remoteName, tag: tagOf(req), err: (err as Error).message }, 'upstream unavailable; serving stale tag');
     return { ...local, result: 'stale' };
@@ -130,7 +150,7 @@ export class PullThroughManifests {
         path: manifestPath(req),
         repo: req.remoteName,
         accept: upstreamAccept(req.accept),
-        clientAuth: req.clientAuth,
+        auth: req.auth,
       });
     } catch (err) {
       if (stale) return this.serveStale(req, stale, err);
@@ -138,7 +158,8 @@ export class PullThroughManifests {
     }
     if (res.status !== 200) {
       const err = upstreamStatusToError('manifest', res.status, await readErrorText(res.body), res.headers);
-      if (stale && (res.status === 429 || res.status >= 500)) return this.serveStale(req, stale, err);
+      const staleAllowed = res.status === 429 || res.status >= 500 || (res.status === 404 && req.upstream.config.serveCachedOn404);
+      if (stale && staleAllowed) return this.serveStale(req, stale, err);
       throw err;
     }
     const contentType = headerString(res.headers['content-type'])?.split(';')[0]?.trim();
@@ -165,18 +186,19 @@ export class PullThroughManifests {
   }
 
   private async store(req: ManifestRequest, digest: Digest, mediaType: string, bytes: Buffer): Promise<void> {
+    const restricted = isClientOwned(req.auth);
     try {
       if (!this.cache.peek(digest)) {
         await this.cache.files.writeVerified(digest, bytes);
         const now = Date.now();
         await this.cache.add(digest, {
           kind: 'manifest', size: bytes.length, mediaType, upstream: req.upstream.host, repo: req.remoteName,
-          createdAt: now, lastAccess: now, hits: 0,
+          createdAt: now, lastAccess: now, hits: 0, restricted,
         });
       }
       if (req.reference.kind === 'tag') {
         await this.cache.putTag(req.upstream.host, req.remoteName, req.reference.tag, {
-          digest, mediaType, size: bytes.length, checkedAt: Date.now(),
+          digest, mediaType, size: bytes.length, checkedAt: Date.now(), restricted,
         });
       }
     } catch (err) {
@@ -185,9 +207,14 @@ export class PullThroughManifests {
     }
   }
 
-  private async readLocal(digest: Digest, accept: string[]): Promise<Omit<ManifestResult, 'result'> | undefined> {
+  /** A cached manifest the client accepts, after the access check if it is restricted. */
+  private async readLocal(req: ManifestRequest, digest: Digest): Promise<Omit<ManifestResult, 'result'> | undefined> {
     const entry = this.cache.peek(digest);
-    if (!entry || !acceptsMediaType(accept, entry.mediaType)) return undefined;
+    if (!entry || !acceptsMediaType(req.accept, entry.mediaType)) return undefined;
+    if (entry.restricted) {
+      await this.guard.check(req.upstream, req.remoteName, `/v2/${req.remoteName}/manifests/${digest}`, req.auth);
+      if (!isClientOwned(req.auth)) await this.cache.markPublic(digest);
+    }
     const local = await this.cache.readWhole(digest);
     if (!local) return undefined;
     return { digest, mediaType: local.entry.mediaType, size: local.bytes.length, bytes: local.bytes };

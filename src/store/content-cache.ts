@@ -137,6 +137,14 @@ export class ContentCache {
     this.updateGauges();
   }
 
+  /** An access check with Gantry's own (anonymous/configured) auth passed: the object is public. */
+  async markPublic(digest: Digest): Promise<void> {
+    const entry = this.lru.peek(digest);
+    if (!entry?.restricted) return;
+    entry.restricted = false;
+    await this.index.putContent(digest, entry);
+  }
+
   async forget(digest: Digest): Promise<void> {
     this.lru.delete(digest);
     this.hot.delete(digest);

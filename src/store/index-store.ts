@@ -12,10 +12,12 @@ export type ContentEntry = {
   createdAt: number;
   lastAccess: number;
   hits: number;
+  /** Fetched with a client's own credential: only served after an upstream access check. */
+  restricted?: boolean;
 };
 
 /** A tag → digest association with the time it was last confirmed upstream. */
-export type TagEntry = { digest: Digest; mediaType: string; size: number; checkedAt: number };
+export type TagEntry = { digest: Digest; mediaType: string; size: number; checkedAt: number; restricted?: boolean };
 
 type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 

@@ -67,46 +67,48 @@ type TokenResponse = { token?: unknown; access_token?: unknown; expires_in?: unk
 const DEFAULT_TOKEN_TTL_S = 60;
 const TOKEN_REFRESH_SKEW_S = 10;
 
+type TokenContext = { challenge: Challenge; scope: string; basicAuth: string | undefined };
+
 /**
- * Bearer tokens Gantry obtains for itself (anonymous, or with the upstream's
- * configured credentials), cached per realm/service/scope until shortly
- * before they expire. lru-cache's fetch() coalesces concurrent requests for
- * the same key into one token request.
+ * Bearer tokens from upstream realms, cached per realm/service/scope and per
+ * credential (Gantry's own, or a client's relayed one) until shortly before
+ * they expire. lru-cache's fetch() coalesces concurrent requests for the same
+ * key into one token request.
  */
 export class TokenCache {
-  private readonly cache: LRUCache<string, string, { challenge: Challenge; scope: string }>;
+  private readonly cache: LRUCache<string, string, TokenContext>;
 
-  constructor(opts: { dispatcher: Dispatcher; basicAuth?: string | undefined; timeoutMs: number }) {
-    this.cache = new LRUCache<string, string, { challenge: Challenge; scope: string }>({
+  constructor(opts: { dispatcher: Dispatcher; timeoutMs: number }) {
+    this.cache = new LRUCache<string, string, TokenContext>({
       max: 10_000,
       ttl: DEFAULT_TOKEN_TTL_S * 1000,
       fetchMethod: async (_key, _stale, { context, options, signal }) => {
-        const { token, ttlS } = await fetchToken(context.challenge, context.scope, opts, signal);
+        const { token, ttlS } = await fetchToken(context, { dispatcher: opts.dispatcher, timeoutMs: opts.timeoutMs }, signal);
         options.ttl = Math.max(1, ttlS - TOKEN_REFRESH_SKEW_S) * 1000;
         return token;
       },
     });
   }
 
-  async get(challenge: Challenge, scope: string): Promise<string> {
-    const key = `${challenge.params['realm']}\u0000${challenge.params['service'] ?? ''}\u0000${scope}`;
-    const token = await this.cache.fetch(key, { context: { challenge, scope } });
+  /** `credKey` identifies `basicAuth` without holding the secret in the key. */
+  async get(challenge: Challenge, scope: string, basicAuth: string | undefined, credKey: string): Promise<string> {
+    const key = [challenge.params['realm'], challenge.params['service'] ?? '', scope, credKey].join('\u0000');
+    const token = await this.cache.fetch(key, { context: { challenge, scope, basicAuth } });
     if (!token) throw new Error('token endpoint returned no token');
     return token;
   }
 }
 
 async function fetchToken(
-  challenge: Challenge,
-  scope: string,
-  opts: { dispatcher: Dispatcher; basicAuth?: string | undefined; timeoutMs: number },
+  { challenge, scope, basicAuth }: TokenContext,
+  opts: { dispatcher: Dispatcher; timeoutMs: number },
   signal: AbortSignal,
 ): Promise<{ token: string; ttlS: number }> {
   const url = new URL(challenge.params['realm'] ?? '');
   if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
   url.searchParams.set('scope', scope);
   const headers: Record<string, string> = { accept: 'application/json' };
-  if (opts.basicAuth) headers['authorization'] = opts.basicAuth;
+  if (basicAuth) headers['authorization'] = basicAuth;
   const res = await request(url, {
     dispatcher: opts.dispatcher,
     headers,

@@ -1,8 +1,11 @@
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config/config.ts';
+import { credentialKey, type ClientCredential } from '../auth/credentials.ts';
+import type { BreakerConfig, ProxyConfig, UpstreamConfig } from '../config/config.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { isRealmAllowed, parseChallenge, TokenCache, type Challenge } from './auth.ts';
+import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './auth.ts';
+import { CircuitBreaker } from './breaker.ts';
 import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
@@ -16,8 +19,8 @@ export type UpstreamRequest = {
   repo: string;
   accept?: string | undefined;
   range?: string | undefined;
-  /** The client's own Authorization header: passed through as-is (token passthrough). */
-  clientAuth?: string | undefined;
+  /** Who the request speaks for (see ClientCredential). */
+  auth: ClientCredential;
   signal?: AbortSignal | undefined;
 };
 
@@ -31,6 +34,8 @@ export type UpstreamClientOptions = {
   config: UpstreamConfig;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
+  breaker: BreakerConfig;
+  proxy: ProxyConfig;
   metrics: Metrics;
   log: Logger;
   /** For tests: inject a dispatcher. */
@@ -38,44 +43,58 @@ export type UpstreamClientOptions = {
 };
 
 /**
- * One configured upstream registry: its connection pool, its auth state, and
- * request() which does anonymous/configured-credential token dances and
- * follows redirects without leaking Authorization to other origins.
+ * One configured upstream registry: its connection pool, auth state, circuit
+ * breaker and request(), which authenticates (Gantry's own token dance, a
+ * client's relayed credentials, or a client token passed through) and follows
+ * redirects without leaking Authorization to other origins.
  */
 export class UpstreamClient {
   readonly host: string;
   readonly url: string;
   readonly config: UpstreamConfig;
+  readonly breaker: CircuitBreaker;
   private readonly dispatcher: Dispatcher;
   private readonly tokens: TokenCache;
-  private readonly basicAuth: string | undefined;
+  private readonly ownBasic: string | undefined;
   private readonly metrics: Metrics;
   private readonly log: Logger;
-  private readonly headersTimeoutMs: number;
   /** The last challenge this upstream sent, so later requests can fetch a token up front. */
   private challenge: Challenge | undefined;
+  /** Set once the upstream answered `GET /v2/` without a challenge: it needs no auth. */
+  private openAccess = false;
 
   constructor(opts: UpstreamClientOptions) {
     this.config = opts.config;
     this.host = opts.config.host;
     this.url = opts.config.url;
     this.metrics = opts.metrics;
-    this.log = opts.log;
-    this.headersTimeoutMs = opts.headersTimeoutMs;
+    this.log = opts.log.child({ upstream: this.host });
     const agentOpts = {
       headersTimeout: opts.headersTimeoutMs,
       bodyTimeout: opts.bodyTimeoutMs,
       connectTimeout: Math.min(opts.headersTimeoutMs, 10_000),
       keepAliveTimeout: 30_000,
     };
-    // Branch offices often sit behind a corporate proxy: honour HTTP(S)_PROXY / NO_PROXY when set.
-    const proxied = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'].some((k) => process.env[k]);
-    this.dispatcher = opts.dispatcher ?? (proxied ? new EnvHttpProxyAgent(agentOpts) : new Agent(agentOpts));
-    this.basicAuth =
-      opts.config.username !== undefined && opts.config.password !== undefined
-        ? `Basic ${Buffer.from(`${opts.config.username}:${opts.config.password}`).toString('base64')}`
-        : undefined;
-    this.tokens = new TokenCache({ dispatcher: this.dispatcher, basicAuth: this.basicAuth, timeoutMs: opts.headersTimeoutMs });
+    // Branch offices often sit behind a corporate proxy.
+    const { httpProxy, httpsProxy, noProxy } = opts.proxy;
+    this.dispatcher =
+      opts.dispatcher ??
+      (httpProxy || httpsProxy
+        ? new EnvHttpProxyAgent({ ...agentOpts, ...(httpProxy ? { httpProxy } : {}), ...(httpsProxy ? { httpsProxy } : {}), ...(noProxy ? { noProxy } : {}) })
+        : new Agent(agentOpts));
+    const { username, password } = opts.config;
+    this.ownBasic = username !== undefined && password !== undefined ? `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` : undefined;
+    this.tokens = new TokenCache({ dispatcher: this.dispatcher, timeoutMs: opts.headersTimeoutMs });
+    this.breaker = new CircuitBreaker({
+      threshold: opts.breaker.failureThreshold,
+      cooldownMs: opts.breaker.cooldownSeconds * 1000,
+      onChange: (state) => {
+        this.metrics.upstreamUp.set({ upstream: this.host }, state === 'open' ? 0 : 1);
+        if (state === 'open') this.log.error({ cooldownS: opts.breaker.cooldownSeconds }, 'upstream marked down; serving from cache only');
+        else this.log.warn({ state }, 'upstream circuit changed');
+      },
+    });
+    this.metrics.upstreamUp.set({ upstream: this.host }, 1);
   }
 
   async close(): Promise<void> {
@@ -83,50 +102,96 @@ export class UpstreamClient {
   }
 
   /**
-   * Send a request upstream. Without a client credential, Gantry authenticates
-   * itself (anonymous token, or the configured credentials) and retries once on
-   * a 401. With one, the 401 goes back to the caller so the client can log in.
+   * Send a request upstream on behalf of `req.auth`. Gantry's own auth
+   * (anonymous / configured credentials) retries once after a 401 with a fresh
+   * token; a client's passed-through token gets the 401 back; a client's
+   * relayed credentials are exchanged for a token scoped to the upstream repo.
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const scope = `repository:${req.repo}:pull`;
-    let auth = req.clientAuth ?? (await this.ownAuth(scope, req.signal));
-    let res = await this.send(req, auth);
-    if (res.status === 401 && req.clientAuth === undefined) {
-      const challenge = parseChallenge(headerString(res.headers['www-authenticate']));
-      if (challenge && (challenge.scheme === 'bearer' || challenge.scheme === 'basic')) {
-        this.challenge = challenge;
-        const retryAuth = await this.ownAuth(challenge.params['scope'] ?? scope, req.signal);
-        if (retryAuth !== undefined && retryAuth !== auth) {
-          await res.body.dump();
-          auth = retryAuth;
-          res = await this.send(req, auth);
-        }
-      }
+    switch (req.auth.kind) {
+      case 'bearer':
+        return this.send(req, req.auth.header);
+      case 'basic':
+        return this.send(req, await this.relayAuth(req.auth.header, credentialKey(req.auth), scope, req.signal));
+      case 'none':
+      case 'user':
+        break;
     }
-    return res;
+    const auth = await this.ownAuth(scope);
+    const res = await this.send(req, auth);
+    if (res.status !== 401 || this.config.token !== undefined) return res;
+    const challenge = parseChallenge(headerString(res.headers['www-authenticate']));
+    if (!challenge || (challenge.scheme !== 'bearer' && challenge.scheme !== 'basic')) return res;
+    this.challenge = challenge;
+    const retryAuth = await this.ownAuth(challenge.params['scope'] ?? scope);
+    if (retryAuth === undefined || retryAuth === auth) return res;
+    await res.body.dump();
+    return this.send(req, retryAuth);
   }
 
-  /** The Authorization Gantry itself would use for a scope, given the known challenge. */
-  private async ownAuth(scope: string, signal?: AbortSignal): Promise<string | undefined> {
+  /** The Authorization Gantry itself uses for a scope, given the upstream's known challenge. */
+  private async ownAuth(scope: string): Promise<string | undefined> {
+    if (this.config.token !== undefined) return `Bearer ${this.config.token}`;
     const ch = this.challenge;
     if (!ch) return undefined;
-    if (ch.scheme === 'basic') return this.basicAuth;
-    const realm = ch.params['realm'];
-    if (!realm || !isRealmAllowed(realm, this.url)) {
-      this.log.warn({ upstream: this.host, realm: realm ? safeOrigin(realm) : undefined }, 'bearer realm not allowed; not requesting a token');
-      return undefined;
-    }
+    if (ch.scheme === 'basic') return this.ownBasic;
     try {
-      signal?.throwIfAborted();
-      return `Bearer ${await this.tokens.get(ch, scope)}`;
+      return await this.bearerFor(ch, scope, this.ownBasic, 'gantry');
     } catch (err) {
-      this.log.warn({ upstream: this.host, scope, err: (err as Error).message }, 'token request failed');
+      this.log.warn({ scope, err: (err as Error).message }, 'token request failed');
       return undefined;
     }
+  }
+
+  /**
+   * Exchange a client's upstream credentials for what the upstream wants:
+   * a bearer token from its realm (scoped to the upstream's own repository
+   * name), or the Basic header itself. Bad credentials are a 401 to the client.
+   */
+  private async relayAuth(basic: string, credKey: string, scope: string, signal?: AbortSignal): Promise<string | undefined> {
+    const ch = this.challenge ?? (await this.learnChallenge(signal));
+    if (!ch) return undefined;
+    if (ch.scheme === 'basic') return basic;
+    try {
+      return await this.bearerFor(ch, scope, basic, credKey);
+    } catch (err) {
+      if (err instanceof TokenError && (err.status === 401 || err.status === 403)) {
+        throw new RegistryError('UNAUTHORIZED', { message: 'the upstream refused these credentials' });
+      }
+      throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream token endpoint failed', cause: err });
+    }
+  }
+
+  private async bearerFor(ch: Challenge, scope: string, basic: string | undefined, credKey: string): Promise<string> {
+    const realm = ch.params['realm'];
+    if (!realm || !isRealmAllowed(realm, this.url, this.config.realmHosts)) {
+      this.log.warn({ realm: realm ? safeOrigin(realm) : undefined }, 'bearer realm not allowed; not requesting a token');
+      throw new Error('bearer realm not allowed');
+    }
+    return `Bearer ${await this.tokens.get(ch, scope, basic, credKey)}`;
+  }
+
+  /** Ask `GET /v2/` which auth scheme the upstream wants (done once, then remembered). */
+  async learnChallenge(signal?: AbortSignal): Promise<Challenge | undefined> {
+    if (this.openAccess) return undefined;
+    const res = await this.send({ method: 'GET', path: '/v2/', repo: '', auth: { kind: 'none' }, signal }, undefined);
+    await res.body.dump();
+    const ch = parseChallenge(headerString(res.headers['www-authenticate']));
+    if (res.status === 401 && ch) this.challenge = ch;
+    else if (res.status === 200) this.openAccess = true;
+    return this.challenge;
   }
 
   /** One logical request, following redirects; Authorization only goes to the upstream's own origin. */
   private async send(req: UpstreamRequest, auth: string | undefined): Promise<UpstreamResponse> {
+    if (!this.breaker.allow()) {
+      throw new RegistryError('UNAVAILABLE', {
+        status: 503,
+        message: 'upstream marked down after repeated failures',
+        headers: { 'Retry-After': String(Math.ceil(this.breaker.retryAfterMs() / 1000)) },
+      });
+    }
     let url = new URL(this.url + req.path);
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
@@ -137,18 +202,17 @@ export class UpstreamClient {
       const started = performance.now();
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(url, {
-          method: req.method,
-          headers,
-          dispatcher: this.dispatcher,
-          signal: req.signal ?? null,
-        });
+        res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal ?? null });
       } catch (err) {
         this.metrics.upstreamRequests.inc({ upstream: this.host, method: req.method, status: '0' });
+        this.breaker.failure();
         throw upstreamNetworkError(err);
       }
       this.metrics.upstreamDuration.observe({ upstream: this.host, method: req.method }, (performance.now() - started) / 1000);
       this.metrics.upstreamRequests.inc({ upstream: this.host, method: req.method, status: String(res.statusCode) });
+      if (res.statusCode >= 500) this.breaker.failure();
+      else this.breaker.success();
+      this.recordRateLimit(res.headers);
       const location = headerString(res.headers['location']);
       if (REDIRECT_STATUSES.has(res.statusCode) && location && hop < MAX_REDIRECTS) {
         await res.body.dump();
@@ -157,6 +221,14 @@ export class UpstreamClient {
       }
       return { status: res.statusCode, headers: res.headers, body: res.body };
     }
+  }
+
+  /** Docker Hub's `ratelimit-limit: 100;w=21600` / `ratelimit-remaining: 76;w=21600`. */
+  private recordRateLimit(headers: Record<string, string | string[] | undefined>): void {
+    const limit = parseInt(headerString(headers['ratelimit-limit']) ?? '', 10);
+    const remaining = parseInt(headerString(headers['ratelimit-remaining']) ?? '', 10);
+    if (Number.isFinite(limit)) this.metrics.ratelimitLimit.set({ upstream: this.host }, limit);
+    if (Number.isFinite(remaining)) this.metrics.ratelimitRemaining.set({ upstream: this.host }, remaining);
   }
 }
 

@@ -18,6 +18,8 @@ const PORT_ATTEMPTS = 5;
 export type UpstreamRegistryOptions = {
   htpasswd?: { username: string; password: string };
   storage?: 'inmemory' | 'filesystem';
+  /** Top-level config keys merged over the generated ones (e.g. `{ auth: { token: {...} } }`). JSON-serialisable. */
+  extraConfig?: Record<string, unknown>;
 };
 
 export type UpstreamRegistry = {
@@ -47,7 +49,7 @@ export async function startUpstreamRegistry(opts: UpstreamRegistryOptions = {}):
     for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
       const port = await getFreePort();
       const configPath = path.join(dir, 'config.yml');
-      await writeFile(configPath, renderConfig(dir, port, opts.storage ?? 'inmemory', htpasswdPath));
+      await writeFile(configPath, renderConfig(dir, port, opts.storage ?? 'inmemory', htpasswdPath, opts.extraConfig));
       try {
         return await launch(dir, configPath, port);
       } catch (err) {
@@ -65,7 +67,13 @@ export async function startUpstreamRegistry(opts: UpstreamRegistryOptions = {}):
 class PortInUseError extends Error {}
 
 // JSON is valid YAML, so the config needs no YAML serializer.
-function renderConfig(dir: string, port: number, storage: 'inmemory' | 'filesystem', htpasswdPath: string | undefined): string {
+function renderConfig(
+  dir: string,
+  port: number,
+  storage: 'inmemory' | 'filesystem',
+  htpasswdPath: string | undefined,
+  extraConfig: Record<string, unknown> = {},
+): string {
   const config: Record<string, unknown> = {
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
@@ -78,7 +86,7 @@ function renderConfig(dir: string, port: number, storage: 'inmemory' | 'filesyst
     http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
   };
   if (htpasswdPath !== undefined) config['auth'] = { htpasswd: { realm: 'test-registry', path: htpasswdPath } };
-  return JSON.stringify(config, null, 2);
+  return JSON.stringify({ ...config, ...extraConfig }, null, 2);
 }
 
 async function launch(dir: string, configPath: string, port: number): Promise<UpstreamRegistry> {

@@ -97,12 +97,27 @@ describe('upstream selection', () => {
     assert.equal(upstream.seen.length, n);
   });
 
-  test('/healthz, /readyz and /v2/ answer', async () => {
-    for (const [path, status] of [['/healthz', 200], ['/readyz', 200], ['/v2/', 200], ['/nope', 404]] as const) {
+  test('/healthz, /readyz and /nope answer; /v2/ challenges to Gantry\'s token endpoint, whose anonymous token opens it', async () => {
+    for (const [path, status] of [['/healthz', 200], ['/readyz', 200], ['/nope', 404]] as const) {
       const res = await request(`${mirror.url}${path}`);
       await res.body.dump();
       assert.equal(res.statusCode, status, path);
     }
+    const ping = await request(`${mirror.url}/v2/`);
+    await ping.body.dump();
+    assert.equal(ping.statusCode, 401);
+    const realm = /^Bearer realm="([^"]+)",service="gantry"$/.exec(String(ping.headers['www-authenticate']))?.[1];
+    assert.equal(realm, `${mirror.url}/token`);
+    const tok = await request(`${realm}?service=gantry&scope=repository:evict/test:pull`);
+    const body = (await tok.body.json()) as { token: string; expires_in: number };
+    assert.equal(tok.statusCode, 200);
+    assert.ok(body.token.startsWith('gantry.') && body.expires_in > 0);
+    const authed = await request(`${mirror.url}/v2/`, { headers: { authorization: `Bearer ${body.token}` } });
+    await authed.body.dump();
+    assert.equal(authed.statusCode, 200);
+    const bogus = await request(`${mirror.url}/v2/`, { headers: { authorization: 'Bearer gantry.made-up' } });
+    await bogus.body.dump();
+    assert.equal(bogus.statusCode, 401);
   });
 });
 

@@ -34,12 +34,21 @@ describe('an upstream that sends wrong bytes', () => {
     try {
       const url = `${mirror.url}/v2/x/y/blobs/${good.digest}`;
       for (let attempt = 0; attempt < 2; attempt++) {
-        const res = await request(url);
-        assert.equal(res.statusCode, 200);
+        // Either the fill failed before our headers went out (an OCI error), or the body is cut short.
         let received = 0;
-        await assert.rejects(async () => {
-          for await (const chunk of res.body) received += (chunk as Buffer).length;
-        }, 'the body must not end cleanly');
+        try {
+          const res = await request(url);
+          if (res.statusCode === 200) {
+            await assert.rejects(async () => {
+              for await (const chunk of res.body) received += (chunk as Buffer).length;
+            }, 'the body must not end cleanly');
+          } else {
+            assert.equal(res.statusCode, 502);
+            await res.body.dump();
+          }
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, 'UND_ERR_SOCKET', 'the connection was aborted');
+        }
         assert.ok(received < bad.length, 'the client never receives a complete unverified body');
       }
       assert.equal(upstream.seen.filter((r) => r.url.includes('/blobs/')).length, 2, 'not cached: the second request went upstream again');
@@ -266,7 +275,7 @@ describe('hostile and malformed client input', () => {
     const hello = '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03' + 'A'.repeat(32);
     const res = await rawRequest(mirror.url, hello);
     assert.equal(res.status, 400);
-    const ok = await request(`${mirror.url}/v2/`);
+    const ok = await request(`${mirror.url}/v2/x/y/blobs/${blob.digest}`);
     await ok.body.dump();
     assert.equal(ok.statusCode, 200);
   });

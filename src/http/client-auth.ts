@@ -1,0 +1,63 @@
+import type { Context } from 'hono';
+import { GantryTokens } from '../auth/gantry-tokens.ts';
+import { parseBasic, type ClientCredential } from '../auth/credentials.ts';
+import type { Htpasswd } from '../auth/htpasswd.ts';
+import type { AuthConfig } from '../config/config.ts';
+import { RegistryError } from '../oci/errors.ts';
+import { WWW_AUTHENTICATE } from '../oci/headers.ts';
+import type { AppEnv } from './app-env.ts';
+
+export type ClientAuthServices = { authConfig: AuthConfig; tokens: GantryTokens; htpasswd: Htpasswd | undefined };
+
+/** The service name in challenges that don't belong to one upstream (the /v2/ ping). */
+export const GANTRY_SERVICE = 'gantry';
+
+/**
+ * Who is asking. Without client authentication configured, any credential is
+ * accepted here and judged by the upstream; with an htpasswd file, only
+ * Gantry users (by Basic or by a Gantry token) get in.
+ */
+export async function authenticate(c: Context<AppEnv>, svc: ClientAuthServices): Promise<ClientCredential> {
+  const header = c.req.header('authorization');
+  const required = svc.htpasswd !== undefined;
+  if (!header) {
+    if (required) throw challengeError(c, svc, GANTRY_SERVICE);
+    return { kind: 'none' };
+  }
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+  if (bearer !== undefined) {
+    if (GantryTokens.isOurs(bearer)) {
+      const cred = svc.tokens.lookup(bearer);
+      if (!cred) throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'token expired or unknown');
+      return cred;
+    }
+    if (required) throw challengeError(c, svc, GANTRY_SERVICE);
+    return { kind: 'bearer', header };
+  }
+  const basic = parseBasic(header);
+  if (!basic) throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'unsupported Authorization scheme');
+  if (svc.htpasswd) {
+    if (await svc.htpasswd.verify(basic.username, basic.password)) return { kind: 'user', username: basic.username };
+    throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'invalid username or password');
+  }
+  return { kind: 'basic', header, username: basic.username };
+}
+
+/** Gantry's own challenge, pointing at its token endpoint. */
+export function gantryChallenge(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string): string {
+  const realm = svc.authConfig.realm ?? `${forwardedProto(c)}://${c.req.header('host') ?? 'localhost'}/token`;
+  const parts = [`realm="${realm}"`, `service="${service}"`];
+  if (scope) parts.push(`scope="${scope}"`);
+  return `Bearer ${parts.join(',')}`;
+}
+
+export function challengeError(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string, message?: string): RegistryError {
+  return new RegistryError('UNAUTHORIZED', {
+    ...(message ? { message } : {}),
+    headers: { [WWW_AUTHENTICATE]: gantryChallenge(c, svc, service, scope) },
+  });
+}
+
+function forwardedProto(c: Context<AppEnv>): string {
+  return c.req.header('x-forwarded-proto') === 'https' ? 'https' : 'http';
+}
