@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.ts';
+import { MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { UpstreamClient } from '../upstream/client.ts';
@@ -59,7 +60,8 @@ export class AccessGuard {
   private async ask({ upstream, repo, probePath, cred }: CheckContext): Promise<boolean> {
     let res;
     try {
-      res = await upstream.request({ method: 'HEAD', path: probePath, repo, auth: cred });
+      // Accept every manifest type: without it distribution 2.x answers a manifest HEAD with 400 (schema1 conversion).
+      res = await upstream.request({ method: 'HEAD', path: probePath, repo, auth: cred, accept: MANIFEST_ACCEPT });
     } catch (err) {
       // Bad relayed credentials are a definite no; anything else means "could not ask".
       if (err instanceof RegistryError && err.code === 'UNAUTHORIZED') return false;

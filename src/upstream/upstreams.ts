@@ -6,8 +6,10 @@ import { compileRepoPatterns } from './repo-patterns.ts';
 
 export type ResolvedTarget = {
   upstream: UpstreamClient;
-  /** The repository name as the client sees it (after any path prefix is removed). */
+  /** The repository name after any path prefix is removed. */
   name: RepositoryName;
+  /** The repository name exactly as the client wrote it (what its token scopes name). */
+  clientName: string;
   /** The repository name as the upstream knows it (e.g. `library/alpine`). */
   remoteName: string;
   /** Whether the client's name differs from the upstream's (prefix routing, library/): upstream challenges don't fit the client then. */
@@ -80,7 +82,7 @@ export class Upstreams {
     if (!entry.allowed(remoteName)) {
       throw new RegistryError('DENIED', { message: 'repository not allowed by this mirror', detail: { name: valid } });
     }
-    return { upstream: entry.client, name: valid, remoteName, renamed: remoteName !== rawName };
+    return { upstream: entry.client, name: valid, clientName: rawName, remoteName, renamed: remoteName !== rawName };
   }
 
   private virtualHost(header: string | undefined): Entry | undefined {
