@@ -46,14 +46,18 @@ describe('routing across several upstreams', () => {
     await pushImage(hub.url, 'same/name', 'v1', hubImage);
     await pushImage(internal.url, 'same/name', 'v1', internalImage);
     await pushImage(basic.url, 'team/tool', 'v1', basicImage, { username: 'mirror', password: 'mirror-pw' });
-    [fHub, fInternal, fBasic] = await Promise.all([hub, internal, basic].map((r) => startCountingForwarder({ target: r.url })));
+    [fHub, fInternal, fBasic] = await Promise.all([
+      startCountingForwarder({ target: hub.url }),
+      startCountingForwarder({ target: internal.url }),
+      startCountingForwarder({ target: basic.url }),
+    ]);
     const pwFile = join(tmp, 'basic-password');
     await writeFile(pwFile, 'mirror-pw\n');
     mirror = await startMirror({
       upstreams: [
-        { host: 'docker.io', url: fHub!.url },
-        { host: 'registry.internal:5000', url: fInternal!.url, prefix: 'internal', virtualHosts: ['internal-mirror.test'] },
-        { host: 'basic.example', url: fBasic!.url, username: 'mirror', passwordFile: pwFile, allow: ['team/**'], deny: ['team/secret'] },
+        { host: 'docker.io', url: fHub.url },
+        { host: 'registry.internal:5000', url: fInternal.url, prefix: 'internal', virtualHosts: ['internal-mirror.test'] },
+        { host: 'basic.example', url: fBasic.url, username: 'mirror', passwordFile: pwFile, allow: ['team/**'], deny: ['team/secret'] },
       ],
       defaultUpstream: 'docker.io',
     });
