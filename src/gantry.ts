@@ -38,6 +38,8 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     files: new FsBlobStore(root),
     index: new LevelIndexStore(join(root, 'index')),
     maxBytes: config.maxCacheBytes,
+    lowWatermarkPercent: config.cacheLowWatermarkPercent,
+    maxUnusedAgeSeconds: config.maxUnusedAgeSeconds,
     metrics,
     log,
   });
@@ -61,7 +63,15 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
   );
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log });
-  const blobs = new PullThroughBlobs({ cache, guard, metrics, log, fillTimeoutMs: config.cacheWriteTimeoutMs, shutdown: shutdown.signal });
+  const blobs = new PullThroughBlobs({
+    cache, guard, metrics, log,
+    fillTimeoutMs: config.cacheWriteTimeoutMs,
+    shutdown: shutdown.signal,
+    maxConcurrentFills: config.maxConcurrentFills,
+    fillQueueTimeoutMs: config.fillQueueTimeoutMs,
+    fillResumeAttempts: config.fillResumeAttempts,
+    diskErrorBackoffMs: config.diskErrorBackoffSeconds * 1000,
+  });
   const manifests = new PullThroughManifests({
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,

@@ -62,6 +62,19 @@ export type Config = {
   /** How long an upstream body may stay silent before the fill is abandoned. */
   upstreamBodyTimeoutMs: number;
   maxManifestBytes: number;
+  /** Eviction starts above maxCacheBytes and frees space down to this percentage of it. */
+  cacheLowWatermarkPercent: number;
+  /** Evict blobs not read for this long (0 = keep while there is room). */
+  maxUnusedAgeSeconds: number;
+  /** At most this many blob downloads at once; further misses wait up to fillQueueTimeoutMs, then 503. */
+  maxConcurrentFills: number;
+  fillQueueTimeoutMs: number;
+  /** How many times a cut blob download is resumed with a Range request before giving up. */
+  fillResumeAttempts: number;
+  /** After a cache write error (disk full), stream misses without caching for this long, then try again. */
+  diskErrorBackoffSeconds: number;
+  /** Serve /admin/* (cache verification) to non-loopback clients too. */
+  adminRemote: boolean;
   upstreams: UpstreamConfig[];
   defaultUpstream: string;
   auth: AuthConfig;
@@ -83,6 +96,13 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   upstreamHeadersTimeoutMs: 30_000,
   upstreamBodyTimeoutMs: 60_000,
   maxManifestBytes: 4 * 1024 * 1024,
+  cacheLowWatermarkPercent: 90,
+  maxUnusedAgeSeconds: 0,
+  maxConcurrentFills: 64,
+  fillQueueTimeoutMs: 30_000,
+  fillResumeAttempts: 3,
+  diskErrorBackoffSeconds: 30,
+  adminRemote: false,
   upstreams: [{ host: DOCKER_HUB_HOST, url: DOCKER_HUB_URL }],
   defaultUpstream: DOCKER_HUB_HOST,
   auth: { tokenTtlSeconds: 300, accessCheckTtlSeconds: 60, failClosed: true, challengePing: true },
@@ -303,7 +323,8 @@ export function parseConfig(
   const known = new Set([
     'listen', 'cacheDir', 'maxCacheBytes', 'tagTtlSeconds', 'logLevel', 'cacheWriteTimeoutMs',
     'upstreamHeadersTimeoutMs', 'upstreamBodyTimeoutMs', 'maxManifestBytes', 'upstreams', 'defaultUpstream',
-    'auth', 'breaker', 'proxy',
+    'auth', 'breaker', 'proxy', 'cacheLowWatermarkPercent', 'maxUnusedAgeSeconds', 'maxConcurrentFills',
+    'fillQueueTimeoutMs', 'fillResumeAttempts', 'diskErrorBackoffSeconds', 'adminRemote',
   ]);
   for (const k of Object.keys(raw)) if (!known.has(k)) problems.push(`${k}: unknown key`);
 
@@ -333,6 +354,20 @@ export function parseConfig(
     const n = intField(v, key, problems, min);
     if (n !== undefined) cfg[key] = n;
   };
+  type IntKey = 'cacheLowWatermarkPercent' | 'maxUnusedAgeSeconds' | 'maxConcurrentFills' | 'fillQueueTimeoutMs' | 'fillResumeAttempts' | 'diskErrorBackoffSeconds';
+  const limits: Array<[IntKey, number]> = [
+    ['cacheLowWatermarkPercent', 1], ['maxUnusedAgeSeconds', 0], ['maxConcurrentFills', 1], ['fillQueueTimeoutMs', 0],
+    ['fillResumeAttempts', 0], ['diskErrorBackoffSeconds', 1],
+  ];
+  for (const [key, min] of limits) {
+    const n = intField(raw[key], key, problems, min);
+    if (n !== undefined) cfg[key] = n;
+  }
+  if (cfg.cacheLowWatermarkPercent > 100) problems.push('cacheLowWatermarkPercent: expected at most 100');
+  if (raw['adminRemote'] !== undefined) {
+    if (typeof raw['adminRemote'] === 'boolean') cfg.adminRemote = raw['adminRemote'];
+    else problems.push('adminRemote: expected true or false');
+  }
   setInt('tagTtlSeconds', overrides.tagTtlSeconds ?? raw['tagTtlSeconds']);
   setInt('cacheWriteTimeoutMs', raw['cacheWriteTimeoutMs'], 1);
   setInt('upstreamHeadersTimeoutMs', raw['upstreamHeadersTimeoutMs'], 1);

@@ -149,7 +149,8 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   base[X_CACHE] = opened.result.toUpperCase();
   let range;
   try {
-    range = opened.size === undefined ? undefined : parseRange(c.req.header('range'), opened.size);
+    // A bypass stream is served whole (200): RFC 9110 lets a server ignore Range.
+    range = opened.size === undefined || opened.source === 'stream' ? undefined : parseRange(c.req.header('range'), opened.size);
   } catch (err) {
     if (opened.source === 'file') await opened.fh.close();
     throw err;
@@ -163,7 +164,9 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   const body =
     opened.source === 'file'
       ? opened.fh.createReadStream({ start: range?.start ?? 0, end: (range?.end ?? opened.size) - 1, highWaterMark: 512 * 1024, autoClose: true })
-      : svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end);
+      : opened.source === 'fill'
+        ? svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end)
+        : opened.body;
   sendBody(out, status, base, body, stats, log);
   return RESPONSE_ALREADY_SENT;
 }

@@ -84,6 +84,13 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['upstream', 'result'] as const,
       registers: [registry],
     }),
+    fillResumes: new Counter({ name: 'gantry_fill_resumes_total', help: 'Cut blob downloads resumed with a Range request', registers: [registry] }),
+    cacheWriteErrors: new Counter({
+      name: 'gantry_cache_write_errors_total',
+      help: 'Failures to write to the cache (disk full, I/O errors); misses are streamed without caching for a while after one',
+      registers: [registry],
+    }),
+    cacheBypass: new Gauge({ name: 'gantry_cache_bypass', help: '1 while misses are streamed without caching after a write error', registers: [registry] }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
   };

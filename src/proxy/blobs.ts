@@ -1,49 +1,62 @@
 import type { FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import type { AccessGuard } from '../auth/access-guard.ts';
+import { isClientOwned, type ClientCredential } from '../auth/credentials.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { CacheResult } from '../oci/headers.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { ContentCache } from '../store/content-cache.ts';
-import { headerString } from '../upstream/client.ts';
+import { headerString, type UpstreamResponse } from '../upstream/client.ts';
 import { upstreamStatusToError } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
 import { Fill } from './fill.ts';
-import type { AccessGuard } from '../auth/access-guard.ts';
-import { isClientOwned, type ClientCredential } from '../auth/credentials.ts';
-
-/** An in-flight fill and whether it was started with a client's own credential. */
-type Inflight = { fill: Fill; restricted: boolean };
 import { readErrorText } from './read-body.ts';
+import { resumableBody } from './resumable-body.ts';
+import { Semaphore } from './semaphore.ts';
+import { createVerifyingStream } from './verifying-stream.ts';
 
 export type BlobRequest = ResolvedTarget & { digest: Digest; auth: ClientCredential };
 
 export type OpenedBlob =
   | { source: 'file'; fh: FileHandle; size: number; result: CacheResult }
-  | { source: 'fill'; fill: Fill; size: number | undefined; result: CacheResult };
+  | { source: 'fill'; fill: Fill; size: number | undefined; result: CacheResult }
+  /** Cache bypassed (disk trouble): verified bytes straight from the upstream. */
+  | { source: 'stream'; body: Readable; size: number | undefined; result: CacheResult };
+
+/** An in-flight fill and whether it was started with a client's own credential. */
+type Inflight = { fill: Fill; restricted: boolean };
+
+export type PullThroughBlobsOptions = {
+  cache: ContentCache;
+  guard: AccessGuard;
+  metrics: Metrics;
+  log: Logger;
+  fillTimeoutMs: number;
+  shutdown: AbortSignal;
+  maxConcurrentFills: number;
+  fillQueueTimeoutMs: number;
+  fillResumeAttempts: number;
+  diskErrorBackoffMs: number;
+};
 
 /**
  * Pull-through blobs: local file, else join the in-flight fill, else start one.
  * A fill is owned by no client: it runs under its own deadline and the
- * shutdown signal, so the first requester leaving does not cancel it.
+ * shutdown signal, so the first requester leaving does not cancel it. After a
+ * cache write error (disk full) misses are streamed straight through, without
+ * caching, until the backoff ends and a fill is tried again.
  */
 export class PullThroughBlobs {
   private readonly inflight = new Map<Digest, Promise<Inflight>>();
-  private readonly guard: AccessGuard;
-  private readonly cache: ContentCache;
-  private readonly metrics: Metrics;
-  private readonly log: Logger;
-  private readonly fillTimeoutMs: number;
-  private readonly shutdown: AbortSignal;
+  private readonly opts: PullThroughBlobsOptions;
+  private readonly fillSlots: Semaphore;
+  private diskTroubleUntil = 0;
 
-  constructor(opts: { cache: ContentCache; guard: AccessGuard; metrics: Metrics; log: Logger; fillTimeoutMs: number; shutdown: AbortSignal }) {
-    this.cache = opts.cache;
-    this.guard = opts.guard;
-    this.metrics = opts.metrics;
-    this.log = opts.log;
-    this.fillTimeoutMs = opts.fillTimeoutMs;
-    this.shutdown = opts.shutdown;
+  constructor(opts: PullThroughBlobsOptions) {
+    this.opts = opts;
+    this.fillSlots = new Semaphore(opts.maxConcurrentFills, opts.fillQueueTimeoutMs);
   }
 
   async open(req: BlobRequest): Promise<OpenedBlob> {
@@ -53,8 +66,9 @@ export class PullThroughBlobs {
     let result: CacheResult = 'coalesced';
     if (!pending) {
       // A fill may have committed while we looked at the disk.
-      const raced = this.cache.peek(req.digest) ? await this.openLocal(req) : undefined;
+      const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req) : undefined;
       if (raced) return raced;
+      if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await this.fetch(req, undefined));
       pending = this.startFill(req);
       this.inflight.set(req.digest, pending);
       pending.catch(() => this.inflight.delete(req.digest));
@@ -62,101 +76,176 @@ export class PullThroughBlobs {
     } else {
       // Never let a request ride along on a download made with someone else's credential unchecked.
       const { restricted } = await pending;
-      if (restricted) await this.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+      if (restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
     }
-    const { fill } = await pending;
-    return { source: 'fill', fill, size: fill.expectedSize, result };
-  }
-
-  /** A cached blob, after the access check if it is restricted; undefined on a miss. */
-  private async openLocal(req: BlobRequest): Promise<OpenedBlob | undefined> {
-    const entry = this.cache.peek(req.digest);
-    if (!entry) return undefined;
-    if (entry.restricted) await this.checkRestricted(req);
-    const local = await this.cache.open(req.digest);
-    return local ? { source: 'file', fh: local.fh, size: local.size, result: 'hit' } : undefined;
-  }
-
-  private async checkRestricted(req: BlobRequest): Promise<void> {
-    await this.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
-    // Passing with Gantry's own auth means anyone Gantry admits may see it.
-    if (!isClientOwned(req.auth)) await this.cache.markPublic(req.digest);
+    let started: Inflight;
+    try {
+      started = await pending;
+    } catch (err) {
+      if (err instanceof BypassSignal) return this.streamThrough(req, err.res);
+      throw err;
+    }
+    return { source: 'fill', fill: started.fill, size: started.fill.expectedSize, result };
   }
 
   /** Stream [start, end) of an in-progress fill, counted as a waiter while it lasts. */
   readFill(fill: Fill, start: number, end: number | undefined): Readable {
     const reader = fill.createReader(start, end);
-    this.metrics.inflightWaiters.inc();
-    reader.once('close', () => this.metrics.inflightWaiters.dec());
+    this.opts.metrics.inflightWaiters.inc();
+    reader.once('close', () => this.opts.metrics.inflightWaiters.dec());
     return reader;
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */
   async head(req: BlobRequest): Promise<{ size: number | undefined; result: CacheResult }> {
-    const entry = this.cache.peek(req.digest);
-    if (entry && (await this.cache.files.size(req.digest)) !== undefined) {
+    const entry = this.opts.cache.peek(req.digest);
+    if (entry && (await this.opts.cache.files.size(req.digest)) !== undefined) {
       if (entry.restricted) await this.checkRestricted(req);
       return { size: entry.size, result: 'hit' };
     }
     const pending = this.inflight.get(req.digest);
     if (pending) {
-      const { fill, restricted } = await pending;
-      if (restricted) await this.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
-      if (fill.expectedSize !== undefined) return { size: fill.expectedSize, result: 'coalesced' };
+      const started = await pending.catch(() => undefined);
+      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+      if (started?.fill.expectedSize !== undefined) return { size: started.fill.expectedSize, result: 'coalesced' };
     }
     const res = await req.upstream.request({ method: 'HEAD', path: blobPath(req), repo: req.remoteName, auth: req.auth });
     await res.body.dump();
     if (res.status !== 200) throw upstreamStatusToError('blob', res.status, '', res.headers);
-    const len = Number(headerString(res.headers['content-length']));
-    return { size: Number.isSafeInteger(len) && len >= 0 ? len : undefined, result: 'miss' };
+    return { size: contentLength(res), result: 'miss' };
+  }
+
+  /** A cached blob, after the access check if it is restricted; undefined on a miss. */
+  private async openLocal(req: BlobRequest): Promise<OpenedBlob | undefined> {
+    const entry = this.opts.cache.peek(req.digest);
+    if (!entry) return undefined;
+    if (entry.restricted) await this.checkRestricted(req);
+    const local = await this.opts.cache.open(req.digest);
+    return local ? { source: 'file', fh: local.fh, size: local.size, result: 'hit' } : undefined;
+  }
+
+  private async checkRestricted(req: BlobRequest): Promise<void> {
+    await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+    // Passing with Gantry's own auth means anyone Gantry admits may see it.
+    if (!isClientOwned(req.auth)) await this.opts.cache.markPublic(req.digest);
+  }
+
+  /** GET the blob upstream (from `offset` with a Range request when resuming). */
+  private async fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<UpstreamResponse> {
+    const res = await req.upstream.request({
+      method: 'GET', path: blobPath(req), repo: req.remoteName, auth: req.auth, signal,
+      ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+    });
+    const expected = offset > 0 ? 206 : 200;
+    if (res.status !== expected) {
+      throw upstreamStatusToError('blob', res.status, await readErrorText(res.body), res.headers);
+    }
+    if (offset > 0 && !headerString(res.headers['content-range'])?.startsWith(`bytes ${offset}-`)) {
+      res.body.destroy();
+      throw new Error('upstream answered the resume with the wrong range');
+    }
+    return res;
+  }
+
+  private streamThrough(req: BlobRequest, res: UpstreamResponse): OpenedBlob {
+    const size = contentLength(res);
+    const body = res.body.pipe(createVerifyingStream(req.digest, size));
+    res.body.on('error', (err) => body.destroy(err));
+    res.body.on('data', (chunk: Buffer) => this.opts.metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, chunk.length));
+    return { source: 'stream', body, size, result: 'bypass' };
   }
 
   private async startFill(req: BlobRequest): Promise<Inflight> {
-    const signal = AbortSignal.any([this.shutdown, AbortSignal.timeout(this.fillTimeoutMs)]);
-    const res = await req.upstream.request({ method: 'GET', path: blobPath(req), repo: req.remoteName, auth: req.auth, signal });
-    const restricted = isClientOwned(req.auth);
-    if (res.status !== 200) {
-      throw upstreamStatusToError('blob', res.status, await readErrorText(res.body), res.headers);
-    }
-    const len = Number(headerString(res.headers['content-length']));
-    const expectedSize = Number.isSafeInteger(len) && len >= 0 ? len : undefined;
-    const upstreamHost = req.upstream.host;
-    let fill: Fill;
+    const release = await this.fillSlots.acquire();
+    let handedOver = false;
     try {
-      fill = await Fill.create({
-        digest: req.digest,
-        expectedSize,
-        tempPath: this.cache.files.newTempPath(),
-        finalPath: this.cache.files.pathFor(req.digest),
-        commit: async (tempPath, size) => {
-          await this.cache.files.commit(tempPath, req.digest);
-          const now = Date.now();
-          await this.cache.add(req.digest, {
-            kind: 'blob', size, mediaType: 'application/octet-stream', upstream: upstreamHost,
-            repo: req.remoteName, createdAt: now, lastAccess: now, hits: 0, restricted,
-          });
-        },
+      const signal = AbortSignal.any([this.opts.shutdown, AbortSignal.timeout(this.opts.fillTimeoutMs)]);
+      const res = await this.fetch(req, signal);
+      const restricted = isClientOwned(req.auth);
+      const expectedSize = contentLength(res);
+      const upstreamHost = req.upstream.host;
+      const { cache, metrics, log } = this.opts;
+      let fill: Fill;
+      try {
+        fill = await Fill.create({
+          digest: req.digest,
+          expectedSize,
+          tempPath: cache.files.newTempPath(),
+          finalPath: cache.files.pathFor(req.digest),
+          commit: async (tempPath, size) => {
+            await cache.files.commit(tempPath, req.digest);
+            const now = Date.now();
+            await cache.add(req.digest, {
+              kind: 'blob', size, mediaType: 'application/octet-stream', upstream: upstreamHost,
+              repo: req.remoteName, createdAt: now, lastAccess: now, hits: 0, restricted,
+            });
+          },
+        });
+      } catch (err) {
+        // Can't even open a temp file: stream this one through and stop trying for a while.
+        this.diskTrouble(err);
+        throw new BypassSignal(res);
+      }
+      metrics.inflightFills.inc();
+      const started = performance.now();
+      const body = resumableBody(res.body, async (offset) => (await this.fetch(req, signal, offset)).body, {
+        maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc(),
       });
-    } catch (err) {
-      res.body.destroy();
-      throw new RegistryError('UNAVAILABLE', { message: 'cannot write to the cache', cause: err });
+      handedOver = true;
+      void fill.run(countBytes(body, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
+        this.inflight.delete(req.digest);
+        release();
+        metrics.inflightFills.dec();
+        metrics.fills.inc({ outcome });
+        const fields = { digest: req.digest, upstream: upstreamHost, repo: req.remoteName, bytes: fill.written, durationMs: Math.round(performance.now() - started) };
+        if (outcome === 'committed') {
+          log.info(fields, 'blob fill committed');
+          if (this.diskTroubleUntil > 0) this.diskRecovered();
+        } else {
+          log.error({ ...fields, outcome, err: fill.error?.message }, 'blob fill failed; nothing cached');
+          if (outcome === 'write_error') this.diskTrouble(fill.error);
+        }
+      });
+      return { fill, restricted };
+    } finally {
+      if (!handedOver) release();
     }
-    this.metrics.inflightFills.inc();
-    const started = performance.now();
-    void fill.run(countBytes(res.body, (n) => this.metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
-      this.inflight.delete(req.digest);
-      this.metrics.inflightFills.dec();
-      this.metrics.fills.inc({ outcome });
-      const fields = { digest: req.digest, upstream: upstreamHost, repo: req.remoteName, bytes: fill.written, durationMs: Math.round(performance.now() - started) };
-      if (outcome === 'committed') this.log.info(fields, 'blob fill committed');
-      else this.log.error({ ...fields, outcome, err: fill.error?.message }, 'blob fill failed; nothing cached');
-    });
-    return { fill, restricted };
+  }
+
+  private diskTrouble(err: unknown): void {
+    this.opts.metrics.cacheWriteErrors.inc();
+    const first = Date.now() >= this.diskTroubleUntil;
+    this.diskTroubleUntil = Date.now() + this.opts.diskErrorBackoffMs;
+    this.opts.metrics.cacheBypass.set(1);
+    // Logged once per backoff interval, not once per request.
+    if (first) {
+      this.opts.log.error({ err: (err as Error | undefined)?.message, backoffMs: this.opts.diskErrorBackoffMs }, 'cache write failed; streaming misses without caching for a while');
+    }
+  }
+
+  private diskRecovered(): void {
+    this.diskTroubleUntil = 0;
+    this.opts.metrics.cacheBypass.set(0);
+    this.opts.log.warn('cache writes work again');
+  }
+}
+
+/** Thrown inside startFill when the cache can't take the blob; carries the open upstream response. */
+class BypassSignal extends Error {
+  readonly res: UpstreamResponse;
+  constructor(res: UpstreamResponse) {
+    super('cache bypass');
+    this.res = res;
   }
 }
 
 function blobPath(req: BlobRequest): string {
   return `/v2/${req.remoteName}/blobs/${req.digest}`;
+}
+
+function contentLength(res: UpstreamResponse): number | undefined {
+  const len = Number(headerString(res.headers['content-length']));
+  return Number.isSafeInteger(len) && len >= 0 ? len : undefined;
 }
 
 async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => void): AsyncGenerator<Uint8Array> {

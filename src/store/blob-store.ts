@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { digestAlgorithm, digestHex, type Digest } from '../oci/digest.ts';
+import { createDigester, digestAlgorithm, digestHex, type Digest } from '../oci/digest.ts';
 
 /**
  * Content-addressed files under `<root>/blobs/<alg>/<2 hex>/<hex>`; fills are
@@ -87,6 +88,30 @@ export class FsBlobStore {
       await fh.close();
     }
     await this.commit(tmp, digest);
+  }
+
+  /** Remove a file found under blobs/ by listDigests (its name may not be a valid digest). */
+  async removePath(listed: string): Promise<void> {
+    const [alg = '', hex = ''] = listed.split(':');
+    await unlink(join(this.root, 'blobs', alg, hex.slice(0, 2), hex)).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+
+  /** Hash a committed file with its digest's algorithm; undefined if it is missing. */
+  async hash(digest: Digest): Promise<{ digest: Digest; size: number } | undefined> {
+    const digester = createDigester(digestAlgorithm(digest));
+    let size = 0;
+    try {
+      for await (const chunk of createReadStream(this.pathFor(digest), { highWaterMark: 1024 * 1024 })) {
+        digester.update(chunk as Buffer);
+        size += (chunk as Buffer).length;
+      }
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    return { digest: digester.digest(), size };
   }
 
   /** Every committed digest on disk (for reconciliation with the index). */

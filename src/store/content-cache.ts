@@ -8,6 +8,10 @@ import { LevelIndexStore, type ContentEntry, type TagEntry } from './index-store
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
+const SWEEP_INTERVAL_MS = 60_000;
+
+export type ReconcileReport = { entries: number; missingFiles: number; wrongSize: number; orphanFiles: number };
+export type VerifyReport = { checked: number; bytes: number; bad: Array<{ digest: string; reason: string }>; removed: number };
 /** Manifests are small and hot (every pull starts with them): keep their bytes in memory. */
 const HOT_MANIFEST_BYTES = 64 * 1024 * 1024;
 
@@ -29,40 +33,111 @@ export class ContentCache {
   private readonly metrics: Metrics;
   private readonly log: Logger;
   private readonly maxBytes: number;
+  private readonly lowWatermarkBytes: number;
+  private readonly maxUnusedAgeMs: number;
   private flushTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
-  constructor(opts: { files: FsBlobStore; index: LevelIndexStore; maxBytes: number; metrics: Metrics; log: Logger }) {
+  constructor(opts: {
+    files: FsBlobStore;
+    index: LevelIndexStore;
+    maxBytes: number;
+    lowWatermarkPercent?: number;
+    maxUnusedAgeSeconds?: number;
+    metrics: Metrics;
+    log: Logger;
+  }) {
     this.files = opts.files;
     this.index = opts.index;
     this.metrics = opts.metrics;
     this.log = opts.log;
     this.maxBytes = opts.maxBytes > 0 ? opts.maxBytes : Number.MAX_SAFE_INTEGER;
-    this.lru = new LRUCache<string, ContentEntry>({
-      maxSize: this.maxBytes,
-      sizeCalculation: (e) => Math.max(1, e.size),
-      dispose: (entry, digest, reason) => {
-        if (reason === 'evict') this.evict(digest as Digest, entry);
-      },
-    });
+    this.lowWatermarkBytes = Math.floor((this.maxBytes * (opts.lowWatermarkPercent ?? 100)) / 100);
+    this.maxUnusedAgeMs = (opts.maxUnusedAgeSeconds ?? 0) * 1000;
+    // The LRU only orders and sizes entries; eviction is ours (high/low watermarks, see enforceBudget).
+    this.lru = new LRUCache<string, ContentEntry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: (e) => Math.max(1, e.size) });
     this.tags = new LRUCache<string, TagEntry>({ max: TAG_CACHE_ENTRIES });
     this.hot = new LRUCache<string, Buffer>({ maxSize: HOT_MANIFEST_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
-  /** Load the index into memory, oldest access first so LRU order survives restarts. */
-  async init(): Promise<void> {
+  /**
+   * Load the index into memory (oldest access first, so LRU order survives
+   * restarts) after reconciling it with the disk: temp files are gone (never
+   * verified), index entries without their file (or with the wrong size) are
+   * dropped, and files the index doesn't know are removed.
+   */
+  async init(): Promise<ReconcileReport> {
     await this.files.init();
     await this.index.open();
-    const all: Array<[Digest, ContentEntry]> = [];
-    for await (const pair of this.index.allContent()) all.push(pair);
-    all.sort((a, b) => a[1].lastAccess - b[1].lastAccess);
-    for (const [digest, entry] of all) this.lru.set(digest, entry);
+    const report = await this.reconcile();
+    if (report.missingFiles + report.wrongSize + report.orphanFiles > 0) this.log.warn(report, 'cache reconciled with the disk');
+    this.enforceBudget();
+    this.sweepUnused();
     this.updateGauges();
     this.flushTimer = setInterval(() => void this.flush(), ACCESS_FLUSH_INTERVAL_MS);
     this.flushTimer.unref();
+    if (this.maxUnusedAgeMs > 0) {
+      this.sweepTimer = setInterval(() => this.sweepUnused(), Math.min(this.maxUnusedAgeMs, SWEEP_INTERVAL_MS));
+      this.sweepTimer.unref();
+    }
+    return report;
+  }
+
+  private async reconcile(): Promise<ReconcileReport> {
+    const onDisk = new Set<string>();
+    for await (const d of this.files.listDigests()) onDisk.add(d);
+    const all: Array<[Digest, ContentEntry]> = [];
+    const report: ReconcileReport = { entries: 0, missingFiles: 0, wrongSize: 0, orphanFiles: 0 };
+    for await (const [digest, entry] of this.index.allContent()) {
+      const present = onDisk.delete(digest);
+      const size = present ? await this.files.size(digest) : undefined;
+      if (size === entry.size) {
+        all.push([digest, entry]);
+        continue;
+      }
+      if (present) {
+        report.wrongSize += 1;
+        await this.files.remove(digest);
+      } else report.missingFiles += 1;
+      await this.index.deleteContent(digest);
+    }
+    for (const d of onDisk) {
+      report.orphanFiles += 1;
+      await this.files.removePath(d);
+    }
+    all.sort((a, b) => a[1].lastAccess - b[1].lastAccess);
+    for (const [digest, entry] of all) this.lru.set(digest, entry);
+    report.entries = all.length;
+    return report;
+  }
+
+  /**
+   * Re-hash every cached object against its digest. Bad ones are reported, and
+   * with `remove` dropped from the index and the disk.
+   */
+  async verifyAll(opts: { remove: boolean }): Promise<VerifyReport> {
+    const report: VerifyReport = { checked: 0, bytes: 0, bad: [], removed: 0 };
+    for (const digest of [...this.lru.keys()] as Digest[]) {
+      const entry = this.lru.peek(digest);
+      if (!entry) continue; // evicted meanwhile
+      const result = await this.files.hash(digest);
+      report.checked += 1;
+      report.bytes += result?.size ?? 0;
+      const reason = !result ? 'missing' : result.digest !== digest ? 'digest_mismatch' : result.size !== entry.size ? 'size_mismatch' : undefined;
+      if (!reason) continue;
+      report.bad.push({ digest, reason });
+      if (opts.remove) {
+        await this.forget(digest);
+        await this.files.remove(digest);
+        report.removed += 1;
+      }
+    }
+    return report;
   }
 
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     await this.flush();
     await this.index.close();
   }
@@ -128,13 +203,47 @@ export class ContentCache {
   /** Record a verified object that is already at its content address. */
   async add(digest: Digest, entry: ContentEntry): Promise<void> {
     await this.index.putContent(digest, entry);
-    if (entry.size > this.maxBytes) {
-      // Larger than the whole budget: it was served to whoever asked, but cannot stay.
-      this.evict(digest, entry);
-      return;
-    }
     this.lru.set(digest, entry);
+    this.enforceBudget();
     this.updateGauges();
+  }
+
+  /**
+   * Above the budget (high watermark), evict least-recently-used entries until
+   * the cache is down to the low watermark, so eviction runs in batches rather
+   * than on every insert. An entry larger than the whole budget goes at once.
+   */
+  private enforceBudget(): void {
+    if (this.lru.calculatedSize <= this.maxBytes) return;
+    const victims: Array<[Digest, ContentEntry]> = [];
+    let size = this.lru.calculatedSize;
+    for (const digest of this.lru.rkeys()) {
+      if (size <= this.lowWatermarkBytes) break;
+      const entry = this.lru.peek(digest);
+      if (!entry) continue;
+      victims.push([digest as Digest, entry]);
+      size -= Math.max(1, entry.size);
+    }
+    for (const [digest, entry] of victims) {
+      this.lru.delete(digest);
+      this.evict(digest, entry);
+    }
+  }
+
+  /** Evict entries nobody has read for maxUnusedAgeSeconds. */
+  private sweepUnused(): void {
+    if (this.maxUnusedAgeMs <= 0) return;
+    const cutoff = Date.now() - this.maxUnusedAgeMs;
+    const victims: Array<[Digest, ContentEntry]> = [];
+    for (const digest of this.lru.rkeys()) {
+      const entry = this.lru.peek(digest);
+      if (entry && entry.lastAccess < cutoff) victims.push([digest as Digest, entry]);
+    }
+    for (const [digest, entry] of victims) {
+      this.lru.delete(digest);
+      this.evict(digest, entry);
+    }
+    if (victims.length > 0) this.updateGauges();
   }
 
   /** An access check with Gantry's own (anonymous/configured) auth passed: the object is public. */
