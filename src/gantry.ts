@@ -84,6 +84,8 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     tokens: new GantryTokens(config.auth.tokenTtlSeconds),
     htpasswd: config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined,
     isReady: () => ready,
+    verifyCache: (o) => cache.verifyAll(o),
+    adminRemote: config.adminRemote,
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {

@@ -8,7 +8,14 @@ import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import { createTokenHandler } from './token-route.ts';
 
-export type AppServices = RegistryServices & { metrics: Metrics; log: Logger; isReady: () => boolean };
+export type AppServices = RegistryServices & {
+  metrics: Metrics;
+  log: Logger;
+  isReady: () => boolean;
+  /** Re-hash the cache (admin endpoint). */
+  verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
+  adminRemote: boolean;
+};
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -47,6 +54,15 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.get('/healthz', (c) => c.text('ok'));
   app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
   app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
+
+  // Admin: loopback only unless configured otherwise (it can delete cache entries and takes I/O).
+  app.post('/admin/verify', async (c) => {
+    const remote = c.env.incoming.socket.remoteAddress ?? '';
+    if (!svc.adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
+      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
+    }
+    return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
+  });
 
   const token = createTokenHandler(svc);
   app.get('/token', token);
