@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { join, resolve } from 'node:path';
+import { pino } from 'pino';
 import { ConfigError } from './config/config.ts';
 import { loadConfig } from './config/load-config.ts';
 import { startGantry } from './gantry.ts';
@@ -30,7 +31,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (verify) {
     const root = resolve(config.cacheDir);
-    const log = createLogger('warn');
+    // stdout carries the JSON report; logs go to stderr.
+    const log = createLogger('warn', pino.destination(2));
     const cache = new ContentCache({ files: new FsBlobStore(root), index: new LevelIndexStore(join(root, 'index')), maxBytes: 0, metrics: createMetrics(), log });
     const reconciled = await cache.init();
     const report = await cache.verifyAll({ remove });
