@@ -1,4 +1,4 @@
-import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
+import { digestAlgorithm, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { CacheResult } from '../oci/headers.ts';
 import { MANIFEST_ACCEPT, acceptsMediaType, sniffManifestMediaType } from '../oci/media-types.ts';
@@ -72,15 +72,23 @@ export class PullThroughManifests {
     }
     const tag = req.reference.tag;
     const entry = await this.cache.getTag(req.upstream.host, req.remoteName, tag);
-    const usable = entry && this.cache.peek(entry.digest) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
+    // A HEAD needs only the tag record (dockerd and containerd HEAD the tag, then GET by digest);
+    // a GET needs the manifest bytes too.
+    const usable = entry && (req.headOnly || this.cache.peek(entry.digest)) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
     if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
     if (usable.restricted) await this.checkTag(req, usable);
     if (Date.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
-      const local = await this.readLocal(req, usable.digest);
+      const local = await this.fromEntry(req, usable);
       if (local) return { ...local, result: 'hit' };
       return this.coalesced(req, () => this.fetch(req, undefined));
     }
     return this.coalesced(req, () => this.revalidate(req, usable));
+  }
+
+  /** What a tag record can answer: its metadata for a HEAD, the cached manifest for a GET. */
+  private async fromEntry(req: ManifestRequest, entry: TagEntry): Promise<Omit<ManifestResult, 'result'> | undefined> {
+    if (req.headOnly) return { digest: entry.digest, mediaType: entry.mediaType, size: entry.size, bytes: undefined };
+    return this.readLocal(req, entry.digest);
   }
 
   /** A tag learned with a client's credential is only served after the upstream confirms this requester may see it. */
@@ -122,7 +130,7 @@ export class PullThroughManifests {
     if (res.status !== 200) throw upstreamStatusToError('manifest', res.status, '', res.headers);
     const upstreamDigest = headerString(res.headers['docker-content-digest']);
     if (upstreamDigest === entry.digest) {
-      const local = await this.readLocal(req, entry.digest);
+      const local = await this.fromEntry(req, entry);
       if (local) {
         await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: Date.now() });
         return { ...local, result: 'revalidated' };
@@ -132,7 +140,7 @@ export class PullThroughManifests {
   }
 
   private async serveStale(req: ManifestRequest, entry: TagEntry, err: unknown): Promise<ManifestResult> {
-    const local = await this.readLocal(req, entry.digest);
+    const local = await this.fromEntry(req, entry);
     if (!local) throw err;
     this.log.warn({ upstream: req.upstream.host, repo: req.remoteName, tag: tagOf(req), err: (err as Error).message }, 'upstream unavailable; serving stale tag');
     return { ...local, result: 'stale' };
@@ -167,10 +175,22 @@ export class PullThroughManifests {
     if (req.headOnly) {
       await res.body.dump();
       const size = Number(headerString(res.headers['content-length']));
-      if (!headerDigest || !contentType || !Number.isSafeInteger(size)) {
-        throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked digest, type or length' });
+      let digest: Digest;
+      try {
+        digest = parseDigest(headerDigest ?? '');
+      } catch {
+        throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked a valid Docker-Content-Digest' });
       }
-      return { digest: headerDigest as Digest, mediaType: contentType, size, bytes: undefined, result: 'miss' };
+      if (!contentType || !Number.isSafeInteger(size)) {
+        throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked type or length' });
+      }
+      if (req.reference.kind === 'tag') {
+        // Remember tag -> digest so later HEADs within the TTL (and stale ones) need no upstream.
+        await this.cache
+          .putTag(req.upstream.host, req.remoteName, req.reference.tag, { digest, mediaType: contentType, size, checkedAt: Date.now(), restricted: isClientOwned(req.auth) })
+          .catch((err: unknown) => this.log.error({ err, digest }, 'failed to cache tag'));
+      }
+      return { digest, mediaType: contentType, size, bytes: undefined, result: 'miss' };
     }
     const bytes = await readBounded(res.body, this.maxBytes);
     this.metrics.upstreamBytes.inc({ kind: 'manifest', upstream: req.upstream.host }, bytes.length);

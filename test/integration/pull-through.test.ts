@@ -265,6 +265,34 @@ describe('coalescing', () => {
   });
 });
 
+describe('HEAD by tag (how dockerd and containerd resolve a tag)', () => {
+  test('is answered from the tag record within the TTL, revalidated after it, and served stale when the upstream is down', async () => {
+    const env = await setup({ tagTtlSeconds: 1 });
+    try {
+      const head = async () => {
+        const res = await request(`${env.mirror.url}/v2/test/oci/manifests/v1`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
+        await res.body.dump();
+        assert.equal(res.statusCode, 200);
+        assert.equal(res.headers['docker-content-digest'], images.oci.manifestDigest);
+        assert.equal(Number(res.headers['content-length']), images.oci.manifest.length);
+        return res.headers['x-cache'];
+      };
+      assert.equal(await head(), 'MISS');
+      const n = env.fwd.requests.length;
+      assert.equal(await head(), 'HIT');
+      assert.equal(env.fwd.requests.length, n, 'no upstream request within the TTL');
+      await sleep(1_100);
+      assert.equal(await head(), 'REVALIDATED');
+      assert.deepEqual(env.fwd.requests.slice(n).map((r) => r.method), ['HEAD']);
+      env.fwd.setTarget('http://127.0.0.1:9');
+      await sleep(1_100);
+      assert.equal(await head(), 'STALE');
+    } finally {
+      await env.stop();
+    }
+  });
+});
+
 describe('when the upstream goes away', () => {
   test('cached tags past their TTL and digests are still served; uncached objects fail promptly with an OCI error', async () => {
     const env = await setup({ tagTtlSeconds: 1 });
