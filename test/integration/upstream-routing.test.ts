@@ -246,6 +246,23 @@ describe('upstream health and boundaries', () => {
     }
   });
 
+  test('a manifest larger than maxManifestBytes is refused, not buffered', async () => {
+    const huge = Buffer.alloc(64 * 1024, 0x20);
+    const upstream = await startFakeUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': huge.length });
+      res.end(huge);
+    });
+    const mirror = await startMirror({ upstreams: [{ host: 'example.test', url: upstream.url }], maxManifestBytes: '8KiB' });
+    try {
+      const r = await manifest(`${mirror.url}/v2/a/b/manifests/v1`);
+      assert.equal(r.status, 502);
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'MANIFEST_INVALID');
+    } finally {
+      await mirror.destroy();
+      await upstream.stop();
+    }
+  });
+
   test('outbound requests go through the configured HTTP proxy', async () => {
     const proxy = await startHttpProxy();
     const m = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}');
