@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { Pool } from 'undici';
 
 const execFileP = promisify(execFile);
@@ -16,6 +17,9 @@ export type ClientResult = {
   /** performance.now() timestamps. */
   start: number;
   firstByte: number | undefined;
+  /** Arrivals of the last two chunks: their gap is how long the final bytes were held. */
+  prevChunk: number | undefined;
+  lastChunk: number | undefined;
   end: number;
   error: string | undefined;
 };
@@ -27,6 +31,8 @@ export type ColdRun = {
   leaderTtfbMs: number;
   /** Latest first body byte minus the earliest: how long the slowest follower waited behind the leader. */
   maxFollowerDelayMs: number;
+  /** Longest wait for the final chunk after the one before it (Gantry holds the last byte until the digest is verified and committed). */
+  maxFinalChunkWaitMs: number;
   ok: number;
   failures: string[];
 };
@@ -42,13 +48,16 @@ export async function coldFetchMany(baseUrl: string, path: string, digest: strin
   try {
     const results = await Promise.all(
       Array.from({ length: clients }, async (): Promise<ClientResult> => {
-        const r: ClientResult = { status: 0, bytes: 0, digestOk: false, start: performance.now(), firstByte: undefined, end: 0, error: undefined };
+        const r: ClientResult = { status: 0, bytes: 0, digestOk: false, start: performance.now(), firstByte: undefined, prevChunk: undefined, lastChunk: undefined, end: 0, error: undefined };
         try {
           const res = await pool.request({ path, method: 'GET', signal });
           r.status = res.statusCode;
           const h = createHash('sha256');
           for await (const chunk of res.body as AsyncIterable<Buffer>) {
-            r.firstByte ??= performance.now();
+            const now = performance.now();
+            r.firstByte ??= now;
+            r.prevChunk = r.lastChunk;
+            r.lastChunk = now;
             h.update(chunk);
             r.bytes += chunk.length;
           }
@@ -70,12 +79,39 @@ export async function coldFetchMany(baseUrl: string, path: string, digest: strin
       totalMs: Math.max(...results.map((r) => r.end)) - t0,
       leaderTtfbMs: leader - t0,
       maxFollowerDelayMs: firsts.length > 0 ? Math.max(...firsts) - leader : NaN,
+      maxFinalChunkWaitMs: Math.max(...results.map((r) => (r.prevChunk === undefined || r.lastChunk === undefined ? 0 : r.lastChunk - r.prevChunk))),
       ok: results.filter((r) => r.error === undefined).length,
       failures: [...new Set(results.map((r) => r.error).filter((e): e is string => e !== undefined))],
     };
   } finally {
     await pool.destroy();
   }
+}
+
+export type ColdArgs = { baseUrl: string; path: string; digest: string; size: number; clients: number; timeoutMs: number };
+export type WorkerJob = { kind: 'cold'; args: ColdArgs } | { kind: 'load'; args: LoadSpec };
+
+async function inWorker<T>(job: WorkerJob): Promise<T> {
+  const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: job });
+  try {
+    return await new Promise<T>((resolve, reject) => {
+      worker.once('message', (m: T) => resolve(m));
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`bench worker exited with code ${code} before answering`)));
+    });
+  } finally {
+    await worker.terminate();
+  }
+}
+
+/** coldFetchMany on a worker thread (see worker.ts). */
+export function coldFetchInWorker(args: ColdArgs): Promise<ColdRun> {
+  return inWorker<ColdRun>({ kind: 'cold', args });
+}
+
+/** undiciLoad on a worker thread (see worker.ts). */
+export function undiciLoadInWorker(spec: LoadSpec): Promise<LoadResult> {
+  return inWorker<LoadResult>({ kind: 'load', args: spec });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,7 +143,7 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? NaN;
 }
 
-/** In-process load loop: a Pool of C connections, C workers, each request's body read to the end. */
+/** JavaScript load loop (run it with undiciLoadInWorker): a Pool of C connections, C workers, each request's body read to the end. */
 export async function undiciLoad(spec: LoadSpec): Promise<LoadResult> {
   const u = new URL(spec.url);
   const pool = new Pool(u.origin, { connections: spec.connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000 });
@@ -151,7 +187,7 @@ export async function undiciLoad(spec: LoadSpec): Promise<LoadResult> {
   }
   const sorted = latencies.subarray(0, recorded).sort();
   return {
-    tool: `undici loop (${spec.connections} connections, in-process)`,
+    tool: `undici loop (${spec.connections} connections, worker thread)`,
     requestsPerSec: completedInWindow / (spec.durationMs / 1000),
     requests: completedInWindow,
     p50Ms: percentile(sorted, 0.5),
@@ -216,20 +252,16 @@ export async function wrkLoad(spec: LoadSpec, threads: number): Promise<LoadResu
 // ---------------------------------------------------------------------------------------------
 // curl and skopeo
 
-/** Best of `runs` curl downloads, in bytes/s; checks status and size. */
-export async function curlBest(url: string, size: number, runs: number): Promise<{ bestBytesPerSec: number; all: number[] }> {
-  const all: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const { stdout } = await execFileP(
-      'curl',
-      ['-s', '--noproxy', '*', '--max-time', '120', '-o', '/dev/null', '-w', '%{speed_download} %{http_code} %{size_download}', url],
-      { timeout: 130_000 },
-    );
-    const [speed, code, got] = stdout.trim().split(' ');
-    if (code !== '200' || Number(got) !== size) throw new Error(`curl ${url}: HTTP ${code}, ${got} of ${size} bytes`);
-    all.push(Number(speed));
-  }
-  return { bestBytesPerSec: Math.max(...all), all };
+/** One curl download to /dev/null, in bytes/s; checks status and size. */
+export async function curlOnce(url: string, size: number): Promise<number> {
+  const { stdout } = await execFileP(
+    'curl',
+    ['-s', '--noproxy', '*', '--max-time', '120', '-o', '/dev/null', '-w', '%{speed_download} %{http_code} %{size_download}', url],
+    { timeout: 130_000 },
+  );
+  const [speed, code, got] = stdout.trim().split(' ');
+  if (code !== '200' || Number(got) !== size) throw new Error(`curl ${url}: HTTP ${code}, ${got} of ${size} bytes`);
+  return Number(speed);
 }
 
 export async function skopeoCopy(src: string, destDir: string, timeoutMs: number): Promise<number> {

@@ -23,6 +23,10 @@ export type BenchOptions = {
   connections: number;
   loadgen: Loadgen;
   curlRuns: number;
+  /** Alternating rounds per mirror of each req/s run; the best is kept. */
+  rounds: number;
+  /** Before starting, wait up to this long for other processes to leave the CPU alone (0: don't). */
+  waitIdleMs: number;
   /** Whole-run deadline; past it the bench stops everything and exits 1. */
   deadlineMs: number;
 };
@@ -38,8 +42,12 @@ export const USAGE = `usage: node bench/run.ts [--quick] [options]
   --layers N              skopeo image layer count                      (default 5)
   --duration SECONDS      measured seconds per req/s run                (default 5, quick 2)
   --connections N         connections for req/s runs                    (default 64)
+  --rounds N              alternating gantry/baseline rounds per req/s run, best kept (default 2)
+  --curl-runs N           alternating curl runs per mirror, best kept   (default 3)
   --loadgen auto|wrk|undici  load generator for req/s runs              (env BENCH_LOADGEN, default auto:
-                          wrk when installed, else an in-process undici loop)
+                          wrk when installed, else an undici loop on a worker thread)
+  --wait-idle SECONDS     first wait up to this long for other processes to go quiet
+                          (< 0.15 cores for 3 s)                         (env BENCH_WAIT_IDLE, default 0)
 
 SIZE accepts 100MB (10^6), 100MiB (2^20) or a plain byte count.`;
 
@@ -76,6 +84,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
         duration: { type: 'string' },
         connections: { type: 'string' },
         loadgen: { type: 'string' },
+        'wait-idle': { type: 'string' },
+        rounds: { type: 'string' },
+        'curl-runs': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -109,7 +120,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     warmupMs: quick ? 500 : 1000,
     connections: int(str('connections'), '--connections', 64, 1, 1024),
     loadgen,
-    curlRuns: 3,
+    curlRuns: int(str('curl-runs'), '--curl-runs', 3, 1, 20),
+    rounds: int(str('rounds'), '--rounds', 2, 1, 10),
+    waitIdleMs: int(str('wait-idle') ?? env['BENCH_WAIT_IDLE'], '--wait-idle', 0, 0, 600) * 1000,
     deadlineMs: (quick ? 4 : 20) * 60_000,
   };
 }

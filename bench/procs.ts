@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -87,8 +87,8 @@ export type MirrorProcess = {
   pid: number;
   url: string;
   host: string;
-  /** Notable log lines (warnings, errors, panics) seen so far, at most 50 kept. */
-  notable(): { count: number; lines: string[] };
+  /** Notable log lines (warnings, errors, panics) seen so far, at most 200 kept, with Date.now() on arrival. */
+  notable(): { count: number; lines: Array<{ at: number; line: string }> };
   /** Set when the process exited while it should have been running. */
   exitInfo(): string | undefined;
   stop(): Promise<void>;
@@ -120,14 +120,14 @@ async function launch(spec: LaunchSpec, url: string, host: string): Promise<Mirr
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let tail = '';
-  const notable: string[] = [];
+  const notable: Array<{ at: number; line: string }> = [];
   let notableCount = 0;
   const onData = (chunk: string): void => {
     tail = (tail + chunk).slice(-16_384);
     for (const line of chunk.split('\n')) {
       if (line.trim() === '' || !spec.isNotable(line)) continue;
       notableCount += 1;
-      if (notable.length < 50) notable.push(line.length > 600 ? `${line.slice(0, 600)}…` : line);
+      if (notable.length < 200) notable.push({ at: Date.now(), line: line.length > 600 ? `${line.slice(0, 600)}…` : line });
     }
   };
   for (const s of [child.stdout, child.stderr]) {
@@ -167,7 +167,8 @@ async function launch(spec: LaunchSpec, url: string, host: string): Promise<Mirr
     try {
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
       await res.arrayBuffer();
-      if (res.status === 200) break;
+      // 401: a mirror that challenges the ping (token auth) is up all the same.
+      if (res.status === 200 || res.status === 401) break;
     } catch {
       // not listening yet
     }
@@ -272,7 +273,8 @@ export async function startBaselineProxy(remoteUrl: string): Promise<MirrorProce
         command: REGISTRY_BIN,
         args: ['serve', configPath],
         env: cleanEnv({}),
-        isNotable: (line) => /level=(warn|warning|error|fatal|panic)|^panic:|goroutine \d+ \[/i.test(line),
+        // The RepositoryRemover warning is printed at every start with the filesystem driver in proxy mode.
+        isNotable: (line) => /level=(warn|warning|error|fatal|panic)|^panic:|goroutine \d+ \[/i.test(line) && !/RempositoryRemover|RepositoryRemover/.test(line),
       };
     });
     const stop = proc.stop;
@@ -291,4 +293,109 @@ export async function startBaselineProxy(remoteUrl: string): Promise<MirrorProce
 
 export function mib(bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting: how much of the machine did something other than this bench use?
+
+function statFields(text: string): string[] {
+  // Fields after "pid (comm)"; comm may contain spaces and parentheses.
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Busy jiffies of the whole machine (everything but idle and iowait) from /proc/stat. */
+function machineBusyJiffies(): number {
+  const first = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+  const [, user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = first.trim().split(/\s+/).map(Number);
+  return user + nice + system + irq + softirq + steal;
+}
+
+/** CPU jiffies of this process, its reaped children, and every live descendant. */
+function ownJiffies(): number {
+  const parent = new Map<number, number>();
+  const cpu = new Map<number, number>();
+  let dirs: string[] = [];
+  try {
+    dirs = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return NaN;
+  }
+  for (const d of dirs) {
+    try {
+      const f = statFields(readFileSync(`/proc/${d}/stat`, 'utf8'));
+      // After comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+      parent.set(Number(d), Number(f[1]));
+      cpu.set(Number(d), Number(f[11]) + Number(f[12]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const self = statFields(readFileSync('/proc/self/stat', 'utf8'));
+  let total = Number(self[11]) + Number(self[12]) + Number(self[13]) + Number(self[14]);
+  const ours = new Set([process.pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of parent) {
+      if (!ours.has(pid) && ours.has(ppid)) {
+        ours.add(pid);
+        total += cpu.get(pid) ?? 0;
+        grew = true;
+      }
+    }
+  }
+  return total;
+}
+
+function pidJiffies(pid: number): number {
+  try {
+    const f = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Measures, over a window, the cores used by one process of interest (the mirror under test), by
+ * the bench with all its other children, and by everything else on the machine.
+ */
+export class CpuMeter {
+  readonly #pid: number | undefined;
+  #t = performance.now();
+  #busy = machineBusyJiffies();
+  #own = ownJiffies();
+  #proc: number;
+
+  constructor(pid?: number) {
+    this.#pid = pid;
+    this.#proc = pid === undefined ? 0 : pidJiffies(pid);
+  }
+
+  /** Cores used since construction: `proc` by the process of interest, `own` by the bench and its other children, `other` by the rest. */
+  read(): { proc: number; own: number; other: number } {
+    const HZ = 100; // USER_HZ on Linux
+    const secs = (performance.now() - this.#t) / 1000;
+    const busy = (machineBusyJiffies() - this.#busy) / HZ / secs;
+    const ownAll = (ownJiffies() - this.#own) / HZ / secs;
+    const proc = this.#pid === undefined ? 0 : (pidJiffies(this.#pid) - this.#proc) / HZ / secs;
+    return { proc, own: Math.max(0, ownAll - proc), other: Math.max(0, busy - ownAll) };
+  }
+}
+
+/**
+ * Wait (at most maxMs) until processes outside the bench use less than `threshold` cores for
+ * three consecutive one-second windows. Returns the last window's reading.
+ */
+export async function waitForIdle(maxMs: number, threshold: number): Promise<{ idle: boolean; other: number }> {
+  const deadline = Date.now() + maxMs;
+  let quiet = 0;
+  let other = NaN;
+  while (Date.now() < deadline) {
+    const m = new CpuMeter();
+    await sleep(1000);
+    other = m.read().other;
+    quiet = other < threshold ? quiet + 1 : 0;
+    if (quiet >= 3) return { idle: true, other };
+  }
+  return { idle: false, other };
 }

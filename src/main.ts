@@ -16,6 +16,9 @@ import { LevelIndexStore } from './store/index-store.ts';
  *   gantry verify [--remove] [opts]  re-hash the cache offline; exit 1 if anything is bad
  */
 async function main(argv: string[]): Promise<void> {
+  // Every blob read and write goes through libuv's thread pool; its default of 4 threads makes
+  // 50 clients tailing one download queue behind each other. Must be set before first use.
+  process.env['UV_THREADPOOL_SIZE'] ??= '16';
   const verify = argv[0] === 'verify';
   const remove = verify && argv.includes('--remove');
   const args = verify ? argv.slice(1).filter((a) => a !== '--remove') : argv;

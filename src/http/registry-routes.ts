@@ -163,7 +163,7 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   else if (opened.size !== undefined) base['Content-Length'] = opened.size;
   const body =
     opened.source === 'file'
-      ? opened.fh.createReadStream({ start: range?.start ?? 0, end: (range?.end ?? opened.size) - 1, highWaterMark: 512 * 1024, autoClose: true })
+      ? svc.blobs.readFile(opened.fh, range?.start ?? 0, (range?.end ?? opened.size) - 1)
       : opened.source === 'fill'
         ? svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end)
         : opened.body;

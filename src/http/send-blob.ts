@@ -29,7 +29,8 @@ export function sendBody(
   });
   pipeline(body, out).catch((err: unknown) => {
     const code = (err as { code?: string }).code;
-    if (code === 'ERR_STREAM_PREMATURE_CLOSE') return; // the client left; not our failure
+    // The client left (or its socket was already gone): not our failure.
+    if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_UNABLE_TO_PIPE' || code === 'ERR_STREAM_DESTROYED' || out.destroyed) return;
     log.warn({ err: (err as Error).message }, 'blob stream aborted');
   });
 }

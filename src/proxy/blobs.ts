@@ -25,6 +25,8 @@ export type OpenedBlob =
   /** Cache bypassed (disk trouble): verified bytes straight from the upstream. */
   | { source: 'stream'; body: Readable; size: number | undefined; result: CacheResult };
 
+const FEW_STREAMS = 8;
+
 /** An in-flight fill and whether it was started with a client's own credential. */
 type Inflight = { fill: Fill; restricted: boolean };
 
@@ -53,6 +55,7 @@ export class PullThroughBlobs {
   private readonly opts: PullThroughBlobsOptions;
   private readonly fillSlots: Semaphore;
   private diskTroubleUntil = 0;
+  private fileStreams = 0;
 
   constructor(opts: PullThroughBlobsOptions) {
     this.opts = opts;
@@ -86,6 +89,19 @@ export class PullThroughBlobs {
       throw err;
     }
     return { source: 'fill', fill: started.fill, size: started.fill.expectedSize, result };
+  }
+
+  /**
+   * Stream bytes [start, endInclusive] of a cached blob. Read-ahead is large
+   * when few clients stream (fewer syscalls for one big pull) and small under
+   * fan-out, so many clients don't multiply into hundreds of MiB of buffers.
+   */
+  readFile(fh: FileHandle, start: number, endInclusive: number): Readable {
+    const highWaterMark = this.fileStreams < FEW_STREAMS ? 1024 * 1024 : 64 * 1024;
+    const stream = fh.createReadStream({ start, end: endInclusive, highWaterMark, autoClose: true });
+    this.fileStreams += 1;
+    stream.once('close', () => (this.fileStreams -= 1));
+    return stream;
   }
 
   /** Stream [start, end) of an in-progress fill, counted as a waiter while it lasts. */

@@ -4,7 +4,9 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 
-const READ_CHUNK_BYTES = 256 * 1024;
+// Small enough that 50 readers of one fill stay cheap in memory, big enough to keep syscalls few.
+const READ_CHUNK_BYTES = 64 * 1024;
+const MAX_PENDING_WRITE_BYTES = 4 * 1024 * 1024;
 
 export type FillOutcome = 'committed' | 'digest_mismatch' | 'size_mismatch' | 'upstream_error' | 'timeout' | 'write_error';
 
@@ -41,7 +43,14 @@ export type FillOptions = {
 export class Fill extends EventEmitter {
   readonly digest: Digest;
   readonly expectedSize: number | undefined;
+  /** Bytes on disk, readable by tail readers. */
   written = 0;
+  /** Bytes received from the upstream (some may still be queued for the disk). */
+  private received = 0;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private flushing: Promise<void> | undefined;
+  private writeError: unknown;
   state: 'filling' | 'committed' | 'failed' = 'filling';
   error: FillError | undefined;
   /** Resolves when the fill has ended, either way; never rejects. */
@@ -74,21 +83,22 @@ export class Fill extends EventEmitter {
     try {
       try {
         for await (const chunk of body) {
-          if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
+          if (this.expectedSize !== undefined && this.received + chunk.length > this.expectedSize) {
             throw new FillError('size_mismatch', `upstream sent more than ${this.expectedSize} bytes`);
           }
           digester.update(chunk);
-          await this.writeChunk(chunk);
-          this.emit('change');
+          this.received += chunk.length;
+          await this.enqueueWrite(chunk);
         }
+        await this.drainWrites();
       } catch (err) {
         if (err instanceof FillError) throw err;
         const timeout = (err as Error).name === 'TimeoutError' || (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT';
         const fromDisk = typeof (err as { syscall?: unknown }).syscall === 'string';
         throw new FillError(fromDisk ? 'write_error' : timeout ? 'timeout' : 'upstream_error', (err as Error).message, err);
       }
-      if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
-        throw new FillError('size_mismatch', `upstream sent ${this.written} of ${this.expectedSize} bytes`);
+      if (this.expectedSize !== undefined && this.received !== this.expectedSize) {
+        throw new FillError('size_mismatch', `upstream sent ${this.received} of ${this.expectedSize} bytes`);
       }
       const actual = digester.digest();
       if (actual !== this.digest) throw new FillError('digest_mismatch', `upstream bytes hash to ${actual}`);
@@ -108,12 +118,48 @@ export class Fill extends EventEmitter {
     }
   }
 
-  private async writeChunk(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written);
+  /**
+   * Write-behind: chunks queue up while one batched write (writev) is on the
+   * disk, so the upstream keeps flowing and the thread pool sees one write per
+   * batch instead of one per network chunk. The queue is bounded: past
+   * MAX_PENDING_WRITE_BYTES the download waits for the disk.
+   */
+  private async enqueueWrite(chunk: Uint8Array): Promise<void> {
+    if (this.writeError) throw this.writeError;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    this.flushing ??= this.flushPending().catch((err: unknown) => {
+      this.writeError = err;
+    });
+    if (this.pendingBytes >= MAX_PENDING_WRITE_BYTES) await this.flushing;
+  }
+
+  private async drainWrites(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.writeError) throw this.writeError;
+  }
+
+  private async flushPending(): Promise<void> {
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending;
+        this.pending = [];
+        this.pendingBytes = 0;
+        const total = batch.reduce((n, b) => n + b.length, 0);
+        const { bytesWritten } = await this.fh.writev(batch, this.written);
+        if (bytesWritten < total) await this.writeAll(Buffer.concat(batch).subarray(bytesWritten), this.written + bytesWritten);
+        this.written += total;
+        this.emit('change');
+      }
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  private async writeAll(buf: Buffer, position: number): Promise<void> {
+    for (let off = 0; off < buf.length; ) {
+      const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, position + off);
       off += bytesWritten;
-      this.written += bytesWritten;
     }
   }
 
