@@ -185,8 +185,9 @@ async function passthrough(
   stats.kind = kind === 'tags' ? 'tags' : 'referrers';
   stats.result = 'bypass';
   const qs = query.size > 0 ? `?${query.toString()}` : '';
+  // Always GET: distribution answers HEAD on tags/list with 405; a HEAD from our client just drops the body.
   const res = await target.upstream.request({
-    method: c.req.method === 'HEAD' ? 'HEAD' : 'GET',
+    method: 'GET',
     path: `/v2/${target.remoteName}/${suffix}${qs}`,
     repo: target.remoteName,
     accept: c.req.header('accept'),

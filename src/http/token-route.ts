@@ -57,7 +57,13 @@ async function readTokenRequest(c: Context<AppEnv>): Promise<TokenRequest> {
       wantRefresh: url.searchParams.get('offline_token') === 'true',
     };
   }
-  const text = await c.req.text();
+  let text: string;
+  try {
+    text = await c.req.text();
+  } catch {
+    // The client went away mid-body: its problem, not a server error.
+    throw new RegistryError('UNSUPPORTED', { status: 400, message: 'incomplete token request' });
+  }
   if (text.length > 64 * 1024) throw new RegistryError('UNSUPPORTED', { status: 400, message: 'token request too large' });
   const form = new URLSearchParams(text);
   const grant = form.get('grant_type');
