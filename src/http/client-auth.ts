@@ -28,7 +28,7 @@ export async function authenticate(c: Context<AppEnv>, svc: ClientAuthServices):
   if (bearer !== undefined) {
     if (GantryTokens.isOurs(bearer)) {
       const cred = svc.tokens.lookup(bearer);
-      if (!cred) throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'token expired or unknown');
+      if (!cred) throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'token expired or unknown', 'invalid_token');
       return cred;
     }
     if (required) throw challengeError(c, svc, GANTRY_SERVICE);
@@ -43,18 +43,32 @@ export async function authenticate(c: Context<AppEnv>, svc: ClientAuthServices):
   return { kind: 'basic', header, username: basic.username };
 }
 
-/** Gantry's own challenge, pointing at its token endpoint. */
-export function gantryChallenge(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string): string {
+/**
+ * Gantry's own challenge, pointing at its token endpoint. `error` follows
+ * RFC 6750 §3.1: clients (containerd) stop retrying a request that already
+ * carried a token only when the challenge says why it was refused.
+ */
+export function gantryChallenge(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string, error?: ChallengeErrorCode): string {
   const realm = svc.authConfig.realm ?? `${forwardedProto(c)}://${c.req.header('host') ?? 'localhost'}/token`;
   const parts = [`realm="${realm}"`, `service="${service}"`];
   if (scope) parts.push(`scope="${scope}"`);
+  if (error) parts.push(`error="${error}"`);
   return `Bearer ${parts.join(',')}`;
 }
 
-export function challengeError(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string, message?: string): RegistryError {
+export type ChallengeErrorCode = 'invalid_token' | 'insufficient_scope';
+
+export function challengeError(
+  c: Context<AppEnv>,
+  svc: ClientAuthServices,
+  service: string,
+  scope?: string,
+  message?: string,
+  error?: ChallengeErrorCode,
+): RegistryError {
   return new RegistryError('UNAUTHORIZED', {
     ...(message ? { message } : {}),
-    headers: { [WWW_AUTHENTICATE]: gantryChallenge(c, svc, service, scope) },
+    headers: { [WWW_AUTHENTICATE]: gantryChallenge(c, svc, service, scope, error) },
   });
 }
 

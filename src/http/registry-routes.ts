@@ -87,7 +87,8 @@ function rawPath(url: string): string {
 function withChallenge(c: Context<AppEnv>, svc: RegistryServices, err: unknown, target: ResolvedTarget, cred: ClientCredential): unknown {
   if (!(err instanceof RegistryError) || err.code !== 'UNAUTHORIZED') return err;
   if (cred.kind === 'bearer' && !target.renamed && err.headers['WWW-Authenticate']) return err;
-  return challengeError(c, svc, target.upstream.host, `repository:${target.clientName}:pull`, err.message);
+  const carriedToken = c.req.header('authorization') !== undefined;
+  return challengeError(c, svc, target.upstream.host, `repository:${target.clientName}:pull`, err.message, carriedToken ? 'insufficient_scope' : undefined);
 }
 
 async function getManifest(

@@ -77,15 +77,14 @@ async function readTokenRequest(c: Context<AppEnv>): Promise<TokenRequest> {
 /**
  * Ask the upstream whether these credentials are good, for the repositories
  * the client asked about (translated to the upstream's names). Without a
- * repository scope there is nothing specific to ask; the credentials are then
- * judged on first use.
+ * repository scope (a `docker login`-style request) they are checked against
+ * the upstream named by `service`, or the default upstream, with no scope.
  */
 async function validateWithUpstream(upstreams: Upstreams, cred: ClientCredential, req: TokenRequest): Promise<void> {
-  for (const scope of req.scopes) {
-    const m = /^repository:(.+):([a-z,*]+)$/.exec(scope);
-    if (!m?.[1]) continue;
-    const ns = req.service && upstreams.byName(req.service) ? req.service : undefined;
-    const target = upstreams.resolve(m[1], { ns });
+  const ns = req.service && upstreams.byName(req.service) ? req.service : undefined;
+  const repos = req.scopes.map((s) => /^repository:(.+):([a-z,*]+)$/.exec(s)?.[1]).filter((r): r is string => r !== undefined);
+  const targets = repos.length > 0 ? repos.map((r) => upstreams.resolve(r, { ns })) : [{ upstream: upstreams.byName(ns ?? '') ?? upstreams.defaultUpstream(), remoteName: '' }];
+  for (const target of targets) {
     const res = await target.upstream.request({ method: 'GET', path: '/v2/', repo: target.remoteName, auth: cred });
     await res.body.dump();
     if (res.status === 401 || res.status === 403) throw new RegistryError('UNAUTHORIZED', { message: 'the upstream refused these credentials' });

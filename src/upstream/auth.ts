@@ -106,7 +106,7 @@ async function fetchToken(
 ): Promise<{ token: string; ttlS: number }> {
   const url = new URL(challenge.params['realm'] ?? '');
   if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
-  url.searchParams.set('scope', scope);
+  if (scope) url.searchParams.set('scope', scope);
   const headers: Record<string, string> = { accept: 'application/json' };
   if (basicAuth) headers['authorization'] = basicAuth;
   const res = await request(url, {

@@ -108,7 +108,8 @@ export class UpstreamClient {
    * relayed credentials are exchanged for a token scoped to the upstream repo.
    */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const scope = `repository:${req.repo}:pull`;
+    // No repository (a login check against /v2/): ask the realm for a token without a scope.
+    const scope = req.repo ? `repository:${req.repo}:pull` : '';
     switch (req.auth.kind) {
       case 'bearer':
         return this.send(req, req.auth.header);

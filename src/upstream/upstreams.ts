@@ -52,6 +52,10 @@ export class Upstreams {
     return [...this.byHost.values()].map((e) => e.client);
   }
 
+  defaultUpstream(): UpstreamClient {
+    return this.defaultEntry.client;
+  }
+
   byName(host: string): UpstreamClient | undefined {
     return this.byHost.get(host)?.client;
   }

@@ -10,6 +10,8 @@ export type TappedRequest =
       target: string;
       /** Lower-cased header names; repeated headers joined with ', '. */
       headers: Record<string, string>;
+      /** The request body (latin1), for bodies of up to MAX_CAPTURED_BODY bytes: e.g. a token POST's form. */
+      body?: string;
     };
 
 export type ClientTap = {
@@ -25,6 +27,7 @@ export type ClientTap = {
 };
 
 const MAX_HEAD_BYTES = 64 * 1024;
+const MAX_CAPTURED_BODY = 8 * 1024;
 
 /**
  * A byte-for-byte TCP pass-through between a container engine and Gantry that also reads the
@@ -42,6 +45,7 @@ export function startClientTap(target: { host: string; port: number }): Promise<
     sockets.add(upstream);
     let buf = Buffer.alloc(0);
     let skipBody = 0;
+    let capture: { body?: string } | undefined; // the record whose (small) body is being read
     let opaque = false; // after a TLS record or an unparseable head: just pass bytes on
 
     const parse = (): void => {
@@ -49,6 +53,7 @@ export function startClientTap(target: { host: string; port: number }): Promise<
         if (opaque) return;
         if (skipBody > 0) {
           const n = Math.min(skipBody, buf.length);
+          if (capture) capture.body = (capture.body ?? '') + buf.subarray(0, n).toString('latin1');
           buf = buf.subarray(n);
           skipBody -= n;
           if (skipBody > 0) return;
@@ -75,9 +80,11 @@ export function startClientTap(target: { host: string; port: number }): Promise<
           const value = line.slice(colon + 1).trim();
           headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
         }
-        records.push({ kind: 'http', method, target: requestTarget, headers });
+        const record: Extract<TappedRequest, { kind: 'http' }> = { kind: 'http', method, target: requestTarget, headers };
+        records.push(record);
         if (headers['transfer-encoding'] !== undefined) opaque = true; // pull clients never stream bodies
         skipBody = Number(headers['content-length'] ?? 0) || 0;
+        capture = skipBody > 0 && skipBody <= MAX_CAPTURED_BODY ? record : undefined;
       }
     };
 

@@ -5,24 +5,21 @@
 // `server` fallbacks in the examples are unreachable here, so every successful pull came from Gantry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CONTAINERD, CTR, startContainerd, type Containerd } from './engines.ts';
 import {
   assertFetchedOnce, assertInstalled, assertNothingFetched, child, CREDS, describeCredentialUse, describeTap, IMAGES, pulledBlobs, pulledImages,
-  renderExample, REPOS, run, skipUnlessRoot, startDaemon, startE2eEnv, TAG, type Daemon, type E2eEnv, type Pulled,
+  renderExample, REPOS, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
 } from './harness.ts';
 
-const CONTAINERD = '/usr/bin/containerd';
-const CTR = '/usr/bin/ctr';
 const NAMESPACE = 'gantry-e2e';
 
 let env: E2eEnv;
-let daemon: Daemon;
-let sock: string;
+let containerd: Containerd;
 let hostsDir: string;
 
 function ctr(args: string[], opts: { allowFailure?: boolean } = {}) {
-  return run(CTR, ['--address', sock, '--namespace', NAMESPACE, ...args], { timeoutMs: 60_000, ...(opts.allowFailure ? { allowFailure: true } : {}) });
+  return containerd.ctr(args, opts);
 }
 
 /** `ctr images pull` as documented: hosts.toml decides where it goes. native: no mounts to leave behind. */
@@ -85,35 +82,12 @@ describe('containerd with deploy/examples/containerd/*/hosts.toml', { skip: skip
       const text = await renderExample(`containerd/${host}/hosts.toml`, env.mirrorHost, join(hostsDir, host, 'hosts.toml'));
       assert.ok(text.includes(`[host."http://${env.mirrorHost}"]`));
     }
-    sock = join(dir, 'containerd.sock');
-    const config = [
-      'version = 2',
-      `root = ${JSON.stringify(join(dir, 'root'))}`,
-      `state = ${JSON.stringify(join(dir, 'state'))}`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = ${JSON.stringify(sock)}`,
-      '[ttrpc]',
-      `  address = ${JSON.stringify(`${sock}.ttrpc`)}`,
-      '[debug]',
-      '  address = ""',
-      '',
-    ].join('\n');
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'config.toml'), config);
-    daemon = await startDaemon({
-      file: CONTAINERD,
-      args: ['--config', join(dir, 'config.toml')],
-      logFile: join(dir, 'containerd.log'),
-      marker: env.tmp,
-      ready: async () => (await run(CTR, ['--address', sock, 'version'], { timeoutMs: 5_000, allowFailure: true })).code === 0,
-      readyTimeoutMs: 30_000,
-    });
+    containerd = await startContainerd({ dir, marker: env.tmp, namespace: NAMESPACE });
   });
 
   after(async () => {
     try {
-      await daemon?.stop();
+      await containerd?.daemon.stop();
     } finally {
       await env?.stop();
     }

@@ -4,32 +4,21 @@
 // successful pull was served by Gantry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DOCKER, DOCKERD, startDockerd, type Dockerd } from './engines.ts';
 import {
-  assertFetchedOnce, assertInstalled, CREDS, describeCredentialUse, assertNothingFetched, child, configDigest, describeTap, IMAGES, pulledBlobs, renderExample, REPOS, run,
-  skipUnlessRoot, startDaemon, startE2eEnv, TAG, type Daemon, type E2eEnv, type Pulled,
+  assertFetchedOnce, assertInstalled, CREDS, describeCredentialUse, assertNothingFetched, child, configDigest, describeTap, IMAGES, pulledBlobs, renderExample, REPOS,
+  skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
 } from './harness.ts';
-
-const DOCKERD = '/usr/sbin/dockerd';
-// The CLI from the same package: a newer docker CLI elsewhere on PATH would do too, but this one
-// is the one the package (and scripts/ensure-e2e-deps.sh) guarantees.
-const DOCKER = '/usr/bin/docker';
 
 type Inspect = { Id: string; RepoDigests: string[] | null; Architecture: string; Os: string };
 
 let env: E2eEnv;
-let daemon: Daemon;
-let sock: string;
-let clientConfig: string;
+let dockerd: Dockerd;
 
-async function docker(args: string[], opts: { allowFailure?: boolean; config?: string } = {}) {
-  return run(DOCKER, ['-H', `unix://${sock}`, ...args], {
-    env: { ...process.env, DOCKER_CONFIG: opts.config ?? clientConfig },
-    timeoutMs: 60_000,
-    ...(opts.allowFailure ? { allowFailure: true } : {}),
-  });
+function docker(args: string[], opts: { allowFailure?: boolean; config?: string } = {}) {
+  return dockerd.docker(args, opts);
 }
 
 async function inspect(ref: string): Promise<Inspect> {
@@ -37,17 +26,6 @@ async function inspect(ref: string): Promise<Inspect> {
   const [first] = JSON.parse(stdout) as Inspect[];
   assert.ok(first, `docker image inspect ${ref}`);
   return first;
-}
-
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ socketPath, path: '/_ping', timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-  });
 }
 
 /** What `docker pull` is given, and what it must end up with. */
@@ -90,38 +68,14 @@ describe('dockerd with deploy/examples/daemon.json', { skip: skipUnlessRoot(), t
     env = await startE2eEnv('dockerd');
     const dir = join(env.tmp, 'dockerd');
     await mkdir(dir, { recursive: true });
-    clientConfig = join(dir, 'client');
-    await mkdir(clientConfig);
-    await writeFile(join(clientConfig, 'config.json'), '{}\n');
     const daemonJson = await renderExample('daemon.json', env.mirrorHost, join(dir, 'daemon.json'));
     assert.deepEqual(JSON.parse(daemonJson), { 'registry-mirrors': [`http://${env.mirrorHost}`] });
-    sock = join(dir, 'docker.sock');
-    daemon = await startDaemon({
-      file: DOCKERD,
-      args: [
-        '--config-file', join(dir, 'daemon.json'),
-        '--data-root', join(dir, 'data'),
-        '--exec-root', join(dir, 'exec'),
-        '--pidfile', join(dir, 'dockerd.pid'),
-        '--host', `unix://${sock}`,
-        '--storage-driver', 'vfs',
-        // No networking of its own: the host's iptables, bridges and forwarding stay untouched.
-        '--bridge', 'none',
-        '--iptables=false',
-        '--ip6tables=false',
-        '--ip-forward=false',
-        '--ip-masq=false',
-      ],
-      logFile: join(dir, 'dockerd.log'),
-      marker: env.tmp,
-      ready: () => ping(sock),
-      readyTimeoutMs: 60_000,
-    });
+    dockerd = await startDockerd({ dir, configFile: join(dir, 'daemon.json'), marker: env.tmp });
   });
 
   after(async () => {
     try {
-      await daemon?.stop();
+      await dockerd?.daemon.stop();
     } finally {
       await env?.stop();
     }

@@ -72,8 +72,19 @@ export type E2eEnv = {
   stop(): Promise<void>;
 };
 
-/** Origin with every image pushed, forwarder, Gantry (docker.io + registry.example.com upstreams), tap. */
-export async function startE2eEnv(name: string): Promise<E2eEnv> {
+/**
+ * A temp dir and the teardowns of what a test file starts in it, run last-in first-out by stop()
+ * (once; also, bounded, when the test process is interrupted). The dir goes last, after unmounting
+ * whatever a killed daemon left mounted under it.
+ */
+export type Scope = {
+  tmp: string;
+  /** Run fn at stop(), before everything registered earlier. */
+  defer(fn: () => Promise<void>): void;
+  stop(): Promise<void>;
+};
+
+export async function startScope(name: string): Promise<Scope> {
   const tmp = await mkdtemp(join(tmpdir(), `gantry-e2e-${name}-`));
   const cleanups: Array<() => Promise<void>> = [
     async () => {
@@ -98,21 +109,28 @@ export async function startE2eEnv(name: string): Promise<E2eEnv> {
   };
   interruptCleanups.add(stop);
   interruptDirs.add(tmp);
+  return { tmp, defer: (fn) => void cleanups.push(fn), stop };
+}
+
+/** Origin with every image pushed, forwarder, Gantry (docker.io + registry.example.com upstreams), tap. */
+export async function startE2eEnv(name: string): Promise<E2eEnv> {
+  const scope = await startScope(name);
+  const { tmp, stop } = scope;
   try {
     const origin = await startUpstreamRegistry({ storage: 'filesystem' });
-    cleanups.push(() => origin.stop());
+    scope.defer(() => origin.stop());
     for (const key of Object.keys(IMAGES) as Array<keyof typeof IMAGES>) await pushImage(origin.url, REPOS[key], TAG, IMAGES[key]);
     const fwd = await startCountingForwarder({ target: origin.url });
-    cleanups.push(() => fwd.stop());
+    scope.defer(() => fwd.stop());
     const mirror = await startMirror({
       upstreams: [
         { host: 'docker.io', url: fwd.url },
         { host: 'registry.example.com', url: fwd.url },
       ],
     });
-    cleanups.push(() => mirror.destroy());
+    scope.defer(() => mirror.destroy());
     const tap = await startClientTap({ host: '127.0.0.1', port: mirror.port });
-    cleanups.push(() => tap.stop());
+    scope.defer(() => tap.stop());
     return { tmp, origin, fwd, mirror, tap, mirrorHost: tap.host, stop };
   } catch (err) {
     await stop().catch(() => {});

@@ -1,41 +1,25 @@
 // podman pulls through Gantry configured with deploy/examples/registries.conf (a docker.io mirror,
 // `insecure = true`), given to podman as CONTAINERS_REGISTRIES_CONF. Private storage (--root,
 // --runroot, vfs), no host containers.conf or storage.conf. Docker Hub itself is unreachable here,
-// so every successful pull came from Gantry.
-//
-// Not covered: path-prefixed mirror locations (`location = "gantry:5000/ghcr.io"`), which Gantry
-// does not route yet.
+// so every successful pull came from Gantry. A path-prefixed mirror location
+// (deploy/examples/registries-path-prefix.conf) is covered, with private images, by private.test.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PODMAN, preparePodman, type Podman } from './engines.ts';
 import {
   assertFetchedOnce, assertInstalled, assertNothingFetched, child, configDigest, CREDS, describeCredentialUse, describeTap, IMAGES, MIRROR_CREDS, pulledBlobs,
-  renderExample, REPOS, run, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
+  renderExample, REPOS, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
 } from './harness.ts';
-
-const PODMAN = '/usr/bin/podman';
 
 let env: E2eEnv;
 let dir: string;
+let engine: Podman;
 let baseEnv: NodeJS.ProcessEnv;
 
 function podman(args: string[], opts: { env?: NodeJS.ProcessEnv; allowFailure?: boolean } = {}) {
-  return run(
-    PODMAN,
-    [
-      '--root', join(dir, 'root'),
-      '--runroot', join(dir, 'runroot'),
-      '--tmpdir', join(dir, 'tmp'),
-      '--network-config-dir', join(dir, 'networks'),
-      '--volumepath', join(dir, 'volumes'),
-      '--storage-driver', 'vfs',
-      '--cgroup-manager', 'cgroupfs',
-      '--events-backend', 'none',
-      ...args,
-    ],
-    { env: opts.env ?? baseEnv, timeoutMs: 60_000, ...(opts.allowFailure ? { allowFailure: true } : {}) },
-  );
+  return engine.podman(args, opts);
 }
 
 type Inspect = { Id: string; Digest: string; RepoDigests: string[]; Architecture: string; Os: string };
@@ -79,29 +63,18 @@ describe('podman with deploy/examples/registries.conf', { skip: skipUnlessRoot()
     assertInstalled(PODMAN);
     env = await startE2eEnv('podman');
     dir = join(env.tmp, 'podman');
-    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await mkdir(dir, { recursive: true });
     const registriesConf = join(dir, 'registries.conf');
     const text = await renderExample('registries.conf', env.mirrorHost, registriesConf);
     assert.ok(text.includes(`location = "${env.mirrorHost}"`));
-    // Our own containers.conf (empty) and storage.conf: the host's must not change what is tested.
-    await writeFile(join(dir, 'containers.conf'), '');
-    await writeFile(
-      join(dir, 'storage.conf'),
-      `[storage]\ndriver = "vfs"\ngraphroot = ${JSON.stringify(join(dir, 'root'))}\nrunroot = ${JSON.stringify(join(dir, 'runroot'))}\n`,
-    );
     await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n');
-    baseEnv = {
-      ...process.env,
-      CONTAINERS_REGISTRIES_CONF: registriesConf,
-      CONTAINERS_CONF: join(dir, 'containers.conf'),
-      CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
-      REGISTRY_AUTH_FILE: join(dir, 'no-auth.json'), // no credentials
-    };
+    engine = await preparePodman({ dir, registriesConf, authFile: join(dir, 'no-auth.json') }); // no credentials
+    baseEnv = engine.env;
   });
 
   after(async () => {
     try {
-      if (dir !== undefined) await podman(['rmi', '--all', '--force'], { allowFailure: true }).catch(() => {});
+      if (engine !== undefined) await podman(['rmi', '--all', '--force'], { allowFailure: true }).catch(() => {});
     } finally {
       await env?.stop();
     }

@@ -11,8 +11,7 @@ import {
   assertFetchedOnce, assertInstalled, assertNothingFetched, child, CREDS, describeCredentialUse, describeTap, IMAGES, MIRROR_CREDS, pulledBlobs,
   pulledImages, renderExample, REPOS, run, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
 } from './harness.ts';
-
-const SKOPEO = '/usr/bin/skopeo';
+import { SKOPEO } from './engines.ts';
 
 let env: E2eEnv;
 let registriesConf: string;
