@@ -232,6 +232,8 @@ export async function startGantryProcess(upstreamUrl: string): Promise<MirrorPro
         GANTRY_CACHE_DIR: cacheDir,
         GANTRY_UPSTREAM_URL: upstreamUrl,
         GANTRY_LOG_LEVEL: 'warn',
+        // As `npm start` and deploy/ run it: libuv's io_uring file I/O is off (see README, Performance).
+        UV_USE_IO_URING: '0',
       }),
       isNotable: gantryNotable,
     }));

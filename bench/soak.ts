@@ -110,6 +110,7 @@ async function startGantryProcess(upstreamUrl: string, cacheDir: string, maxCach
       GANTRY_CACHE_DIR: cacheDir,
       GANTRY_UPSTREAM_URL: upstreamUrl,
       GANTRY_LOG_LEVEL: 'warn',
+      UV_USE_IO_URING: '0',
       GANTRY_MAX_CACHE_BYTES: String(maxCacheBytes),
     };
     // Everything is on loopback: a proxy from the environment would only get in the way.

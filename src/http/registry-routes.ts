@@ -162,6 +162,13 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   if (range) base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${opened.size}`;
   if (range) base['Content-Length'] = range.end - range.start;
   else if (opened.size !== undefined) base['Content-Length'] = opened.size;
+  if (opened.source === 'memory') {
+    const bytes = range ? opened.bytes.subarray(range.start, range.end) : opened.bytes;
+    stats.bytes = bytes.length;
+    out.writeHead(status, base);
+    out.end(bytes);
+    return RESPONSE_ALREADY_SENT;
+  }
   const body =
     opened.source === 'file'
       ? svc.blobs.readFile(opened.fh, range?.start ?? 0, (range?.end ?? opened.size) - 1)

@@ -21,11 +21,14 @@ export type BlobRequest = ResolvedTarget & { digest: Digest; auth: ClientCredent
 
 export type OpenedBlob =
   | { source: 'file'; fh: FileHandle; size: number; result: CacheResult }
+  /** A small cached blob, served from memory (config blobs, small layers: most requests of a pull). */
+  | { source: 'memory'; bytes: Buffer; size: number; result: CacheResult }
   | { source: 'fill'; fill: Fill; size: number | undefined; result: CacheResult }
   /** Cache bypassed (disk trouble): verified bytes straight from the upstream. */
   | { source: 'stream'; body: Readable; size: number | undefined; result: CacheResult };
 
 const FEW_STREAMS = 8;
+const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
 /** An in-flight fill and whether it was started with a client's own credential. */
 type Inflight = { fill: Fill; restricted: boolean };
@@ -136,6 +139,10 @@ export class PullThroughBlobs {
     const entry = this.opts.cache.peek(req.digest);
     if (!entry) return undefined;
     if (entry.restricted) await this.checkRestricted(req);
+    if (entry.size <= HOT_BLOB_MAX_BYTES) {
+      const whole = await this.opts.cache.readWhole(req.digest);
+      return whole ? { source: 'memory', bytes: whole.bytes, size: whole.bytes.length, result: 'hit' } : undefined;
+    }
     const local = await this.opts.cache.open(req.digest);
     return local ? { source: 'file', fh: local.fh, size: local.size, result: 'hit' } : undefined;
   }

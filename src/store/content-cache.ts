@@ -12,8 +12,8 @@ const SWEEP_INTERVAL_MS = 60_000;
 
 export type ReconcileReport = { entries: number; missingFiles: number; wrongSize: number; orphanFiles: number };
 export type VerifyReport = { checked: number; bytes: number; bad: Array<{ digest: string; reason: string }>; removed: number };
-/** Manifests are small and hot (every pull starts with them): keep their bytes in memory. */
-const HOT_MANIFEST_BYTES = 64 * 1024 * 1024;
+/** Manifests and small blobs are hot (every pull starts with them): keep their bytes in memory. */
+const HOT_BYTES = 64 * 1024 * 1024;
 
 /**
  * The local side of the cache: verified files (FsBlobStore) + their index
@@ -57,7 +57,7 @@ export class ContentCache {
     // The LRU only orders and sizes entries; eviction is ours (high/low watermarks, see enforceBudget).
     this.lru = new LRUCache<string, ContentEntry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: (e) => Math.max(1, e.size) });
     this.tags = new LRUCache<string, TagEntry>({ max: TAG_CACHE_ENTRIES });
-    this.hot = new LRUCache<string, Buffer>({ maxSize: HOT_MANIFEST_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
+    this.hot = new LRUCache<string, Buffer>({ maxSize: HOT_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
   /**
@@ -167,7 +167,7 @@ export class ContentCache {
   }
 
   /**
-   * Read a whole small object (a manifest), from memory when possible, and
+   * Read a whole small object (a manifest or small blob), from memory when possible, and
    * record the access. A file whose size disagrees with the index is dropped.
    */
   async readWhole(digest: Digest): Promise<{ bytes: Buffer; entry: ContentEntry } | undefined> {

@@ -12,7 +12,7 @@ export type GantryProcess = { url: string; pid: number; child: ChildProcess; kil
 export async function startGantryProcess(env: Record<string, string>, args: string[] = []): Promise<GantryProcess> {
   const port = await getFreePort();
   const child = spawn(process.execPath, ['src/main.ts', ...args], {
-    env: { ...process.env, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', UV_USE_IO_URING: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
