@@ -224,16 +224,15 @@ export async function startGantryProcess(upstreamUrl: string): Promise<MirrorPro
   try {
     const proc = await launchOnFreePort(async (port) => ({
       name: 'gantry',
-      command: NODE_BIN,
-      args: [path.join('src', 'main.ts')],
+      command: path.join(REPO_ROOT, 'bin', 'gantry'),
+      args: [],
       cwd: REPO_ROOT,
       env: cleanEnv({
         GANTRY_LISTEN: `127.0.0.1:${port}`,
         GANTRY_CACHE_DIR: cacheDir,
         GANTRY_UPSTREAM_URL: upstreamUrl,
         GANTRY_LOG_LEVEL: 'warn',
-        // As `npm start` and deploy/ run it: libuv's io_uring file I/O is off (see README, Performance).
-        UV_USE_IO_URING: '0',
+        GANTRY_NODE: NODE_BIN, // bin/gantry is how npm start and deploy/ launch it (runtime flags live there)
       }),
       isNotable: gantryNotable,
     }));

@@ -5,7 +5,7 @@
  *   ./node_modules/.bin/node bench/soak.ts --seconds 60 --clients 16
  *
  * Starts a real docker-registry (filesystem storage) as the origin, pushes a set of images (small
- * layers and few-MiB layers), starts Gantry as its own process (`node src/main.ts`, configured with
+ * layers and few-MiB layers), starts Gantry as its own process (`bin/gantry`, configured with
  * GANTRY_* variables, a cache budget smaller than the data so the LRU must evict), then runs N
  * clients for the given time, each looping over a weighted mix of
  *   warm pull    manifest (digest-checked) + every blob (sha256-checked)
@@ -110,12 +110,11 @@ async function startGantryProcess(upstreamUrl: string, cacheDir: string, maxCach
       GANTRY_CACHE_DIR: cacheDir,
       GANTRY_UPSTREAM_URL: upstreamUrl,
       GANTRY_LOG_LEVEL: 'warn',
-      UV_USE_IO_URING: '0',
       GANTRY_MAX_CACHE_BYTES: String(maxCacheBytes),
     };
     // Everything is on loopback: a proxy from the environment would only get in the way.
     for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'GANTRY_CONFIG']) delete env[k];
-    const child: ChildProcess = spawn(NODE_BIN, [path.join('src', 'main.ts')], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child: ChildProcess = spawn(path.join(REPO_ROOT, 'bin', 'gantry'), [], { cwd: REPO_ROOT, env: { ...env, GANTRY_NODE: NODE_BIN }, stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const notable: string[] = [];
     let notableCount = 0;
@@ -488,7 +487,7 @@ async function main(): Promise<number> {
     cleanups.push(() => rm(cacheDir, { recursive: true, force: true }));
     const gantry = await startGantryProcess(registry.url, cacheDir, opts.maxCacheMiB * MiB);
     cleanups.push(() => gantry.stop());
-    log(`gantry pid ${gantry.pid} at ${gantry.url} (node src/main.ts, cache ${cacheDir})`);
+    log(`gantry pid ${gantry.pid} at ${gantry.url} (bin/gantry, cache ${cacheDir})`);
 
     const world: World = { url: gantry.url, images, blobs, cold: [] };
     const stats = new Stats();

@@ -6,13 +6,14 @@ import { getFreePort } from './free-port.ts';
 export type GantryProcess = { url: string; pid: number; child: ChildProcess; kill(signal?: NodeJS.Signals): Promise<void> };
 
 /**
- * Run Gantry as a real process (`node src/main.ts`), so tests can kill -9 it.
+ * Run Gantry as a real process (`bin/gantry`), so tests can kill -9 it.
  * Resolves once /healthz answers; bounded by a deadline.
  */
 export async function startGantryProcess(env: Record<string, string>, args: string[] = []): Promise<GantryProcess> {
   const port = await getFreePort();
-  const child = spawn(process.execPath, ['src/main.ts', ...args], {
-    env: { ...process.env, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', UV_USE_IO_URING: '0', ...env },
+  // bin/gantry, as npm start and deploy/ launch it, with this process's Node.
+  const child = spawn('bin/gantry', args, {
+    env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -101,7 +101,7 @@ describe('start-up reconciliation and gantry verify', () => {
     bytes.writeUInt8(bytes.readUInt8(0) ^ 0xff, 0); // same size, wrong content: only a re-hash finds this
     await writeFile(path(c), bytes);
 
-    const { stdout, code } = await execFileP(process.execPath, ['src/main.ts', 'verify'], { env: { ...process.env, ...env } }).then(
+    const { stdout, code } = await execFileP('bin/gantry', ['verify'], { env: { ...process.env, GANTRY_NODE: process.execPath, ...env } }).then(
       (r) => ({ ...r, code: 0 }),
       (e: { stdout: string; code: number }) => e,
     );
@@ -109,7 +109,7 @@ describe('start-up reconciliation and gantry verify', () => {
     assert.equal(code, 1, 'verify exits 1 when it finds bad blobs');
     assert.deepEqual(report.reconciled, { entries: 1, missingFiles: 1, wrongSize: 1, orphanFiles: 1 });
     assert.deepEqual(report.bad, [{ digest: c.digest, reason: 'digest_mismatch' }]);
-    const removed = await execFileP(process.execPath, ['src/main.ts', 'verify', '--remove'], { env: { ...process.env, ...env } });
+    const removed = await execFileP('bin/gantry', ['verify', '--remove'], { env: { ...process.env, GANTRY_NODE: process.execPath, ...env } });
     assert.equal((JSON.parse(removed.stdout) as { removed: number }).removed, 1);
 
     g = await startGantryProcess(env);

@@ -558,12 +558,13 @@ describe('Dockerfile and systemd unit', () => {
     assert.match(df, /^VOLUME \/var\/lib\/gantry$/m);
     assert.match(df, /GANTRY_CACHE_DIR=\/var\/lib\/gantry/);
     assert.match(df, /^EXPOSE 5000$/m);
-    assert.match(df, /^ENTRYPOINT \["node", "src\/main\.ts"\]$/m);
-    assert.ok(existsSync(path.join(ROOT, 'src/main.ts')));
+    assert.match(df, /^ENTRYPOINT \["bin\/gantry"\]$/m);
+    assert.match(df, /^COPY bin \.\/bin$/m);
+    assert.ok(existsSync(path.join(ROOT, 'bin/gantry')));
     // BuildKit's per-Dockerfile ignore file keeps node_modules and the cache out of the context.
     const ignore = readFileSync(`${DOCKERFILE}.dockerignore`, 'utf8');
     assert.match(ignore, /^\*$/m);
-    for (const keep of ['!package.json', '!package-lock.json', '!src/']) assert.ok(ignore.split('\n').includes(keep), keep);
+    for (const keep of ['!package.json', '!package-lock.json', '!src/', '!bin/']) assert.ok(ignore.split('\n').includes(keep), keep);
   });
 
   test('deploy/systemd/gantry.service is hardened and uses /var/lib/gantry', async (t) => {
@@ -575,7 +576,7 @@ describe('Dockerfile and systemd unit', () => {
       'SystemCallFilter=@system-service', 'MemoryDenyWriteExecute=no', 'Environment=GANTRY_CACHE_DIR=/var/lib/gantry',
     ]) has(line);
     assert.match(unit, /^LimitNOFILE=\d+$/m);
-    assert.match(unit, /^ExecStart=\S+ \S*src\/main\.ts\b/m);
+    assert.match(unit, /^ExecStart=\S*bin\/gantry\b/m);
     // systemd-analyze checks directive names and values when it is there. It wants the ExecStart
     // binary to exist, so a copy runs with this Node.
     if (spawnSync('systemd-analyze', ['--version']).error) {
