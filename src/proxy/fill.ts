@@ -7,6 +7,7 @@ import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 // Small enough that 50 readers of one fill stay cheap in memory, big enough to keep syscalls few.
 const READ_CHUNK_BYTES = 64 * 1024;
 const MAX_PENDING_WRITE_BYTES = 4 * 1024 * 1024;
+const RECENT_WINDOW_BYTES = 8 * 1024 * 1024;
 
 export type FillOutcome = 'committed' | 'digest_mismatch' | 'size_mismatch' | 'upstream_error' | 'timeout' | 'write_error';
 
@@ -51,6 +52,8 @@ export class Fill extends EventEmitter {
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
   private writeError: unknown;
+  private recent: Array<{ pos: number; buf: Buffer }> = [];
+  private recentBytes = 0;
   state: 'filling' | 'committed' | 'failed' = 'filling';
   error: FillError | undefined;
   /** Resolves when the fill has ended, either way; never rejects. */
@@ -112,6 +115,9 @@ export class Fill extends EventEmitter {
       await unlink(this.opts.tempPath).catch(() => undefined);
       return this.error.outcome;
     } finally {
+      // Readers still going finish from disk; the window's memory goes now.
+      this.recent = [];
+      this.recentBytes = 0;
       this.emit('change');
       this.resolveDone();
       await this.release();
@@ -148,12 +154,45 @@ export class Fill extends EventEmitter {
         const total = batch.reduce((n, b) => n + b.length, 0);
         const { bytesWritten } = await this.fh.writev(batch, this.written);
         if (bytesWritten < total) await this.writeAll(Buffer.concat(batch).subarray(bytesWritten), this.written + bytesWritten);
+        this.remember(batch, this.written);
         this.written += total;
         this.emit('change');
       }
     } finally {
       this.flushing = undefined;
     }
+  }
+
+  /**
+   * Keep the latest written chunks in memory (a bounded window), so readers
+   * keeping up with the download get the very same Buffers instead of each
+   * reading its own copy back from disk: 50 followers cost one allocation per
+   * chunk, not 50. Readers that fall behind the window read from disk.
+   */
+  private remember(batch: Uint8Array[], position: number): void {
+    let pos = position;
+    for (const chunk of batch) {
+      this.recent.push({ pos, buf: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) });
+      this.recentBytes += chunk.length;
+      pos += chunk.length;
+    }
+    while (this.recentBytes > RECENT_WINDOW_BYTES && this.recent.length > 1) {
+      this.recentBytes -= this.recent.shift()?.buf.length ?? 0;
+    }
+  }
+
+  /** Bytes at `position` (up to `max`) from the in-memory window, without copying; undefined if not there. */
+  recentAt(position: number, max: number): Buffer | undefined {
+    const first = this.recent[0];
+    if (!first || position < first.pos) return undefined;
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const c = this.recent[i];
+      if (c && c.pos <= position) {
+        const off = position - c.pos;
+        return off < c.buf.length ? c.buf.subarray(off, off + Math.min(max, c.buf.length - off)) : undefined;
+      }
+    }
+    return undefined;
   }
 
   private async writeAll(buf: Buffer, position: number): Promise<void> {
@@ -235,6 +274,12 @@ class TailReader extends Readable {
           return;
         }
         if (this.pos < limit) {
+          const shared = fill.recentAt(this.pos, limit - this.pos);
+          if (shared) {
+            this.pos += shared.length;
+            if (!this.push(shared)) return;
+            continue;
+          }
           const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, limit - this.pos));
           const n = await fill.readAt(buf, this.pos);
           if (this.destroyed) return;
