@@ -77,8 +77,6 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     if (err instanceof RegistryError) {
       const log = c.get('log') ?? svc.log;
       if (err.status >= 500) log.error({ code: err.code, err: err.message, cause: (err.cause as Error | undefined)?.message }, 'request failed');
-      const stats = c.get('stats');
-      if (stats && !stats.result) stats.result = undefined;
       return errorResponse(c, err);
     }
     (c.get('log') ?? svc.log).error({ err }, 'unhandled error');

@@ -306,9 +306,11 @@ export class ContentCache {
     this.metrics.evictions.inc();
     this.metrics.evictedBytes.inc(entry.size);
     // Index first: a crash between the two leaves an orphan file (harmless), never an entry without a file.
+    // A fill may re-add the same digest meanwhile: then its new file stays (and if that race is
+    // lost anyway, a missing file is only ever a miss, never wrong bytes).
     void this.index
       .deleteContent(digest)
-      .then(() => this.files.remove(digest))
+      .then(() => (this.lru.has(digest) ? undefined : this.files.remove(digest)))
       .then(() => this.log.info({ digest, bytes: entry.size }, 'evicted'))
       .catch((err: unknown) => this.log.error({ err, digest }, 'eviction failed'))
       .finally(() => this.updateGauges());
