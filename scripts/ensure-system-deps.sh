@@ -1,16 +1,39 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite runs for real (the Distribution
-# registry as upstream, skopeo as a client) when they are missing.
+# Install, when missing, every Debian package the test suite runs for real, with one apt run:
+#   docker-registry (the upstream), skopeo, docker.io (dockerd + CLI), containerd (+ ctr), podman
+#   (the clients), prometheus (promtool, for the deploy tests). Idempotent; needs root to install.
 set -euo pipefail
 need=()
-command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
-command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+# file:package, by path: a docker CLI elsewhere on PATH (e.g. /usr/local/bin) is not the daemon.
+for pair in \
+  /usr/bin/docker-registry:docker-registry \
+  /usr/bin/skopeo:skopeo \
+  /usr/sbin/dockerd:docker.io \
+  /usr/bin/docker:docker.io \
+  /usr/bin/containerd:containerd \
+  /usr/bin/ctr:containerd \
+  /usr/bin/podman:podman \
+  /usr/bin/promtool:prometheus; do
+  file=${pair%%:*} pkg=${pair#*:}
+  if [ ! -x "$file" ] && [[ " ${need[*]-} " != *" $pkg "* ]]; then need+=("$pkg"); fi
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
+  echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install -y --no-install-recommends ${need[*]})" >&2
   exit 1
 fi
 echo "installing system packages: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Packages with services (prometheus, docker.io) must not start them here: policy-rc.d says no,
+# and is only created (and removed) when it did not exist already.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  created_policy=1
+fi
+trap 'if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi' EXIT
+# Another apt may be running: wait for its lock rather than fail.
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -11,7 +11,7 @@ import { run, startDaemon, type Daemon, type RunResult } from './harness.ts';
 
 export const DOCKERD = '/usr/sbin/dockerd';
 // The CLI from the same package: a newer docker CLI elsewhere on PATH would do too, but this one
-// is the one the package (and scripts/ensure-e2e-deps.sh) guarantees.
+// is the one the package (and scripts/ensure-system-deps.sh) guarantees.
 export const DOCKER = '/usr/bin/docker';
 export const CONTAINERD = '/usr/bin/containerd';
 export const CTR = '/usr/bin/ctr';

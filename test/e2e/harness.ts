@@ -464,5 +464,5 @@ export function skipUnlessRoot(): string | undefined {
 /** Fail early, with the fix, when a binary the file needs is missing. */
 export function assertInstalled(...bins: string[]): void {
   const absent = bins.filter((b) => !existsSync(b));
-  assert.deepEqual(absent, [], `not installed: ${absent.join(', ')}; run: bash scripts/ensure-e2e-deps.sh`);
+  assert.deepEqual(absent, [], `not installed: ${absent.join(', ')}; run: bash scripts/ensure-system-deps.sh`);
 }

@@ -1,6 +1,6 @@
 /**
  * The deployment files in deploy/ cannot rot silently:
- *  - promtool (Debian `prometheus`; scripts/ensure-deploy-deps.sh installs it) checks the Prometheus
+ *  - promtool (Debian `prometheus`; scripts/ensure-system-deps.sh installs it) checks the Prometheus
  *    config and rules, the PromQL of every dashboard panel, and unit-tests the alerts;
  *  - every gantry_* metric a dashboard panel or a rule reads is one Gantry really exports;
  *  - the compose file, the Kubernetes manifests and the Grafana provisioning parse and agree with
@@ -36,7 +36,7 @@ type RuleGroup = { name: string; rules: Rule[] };
 function promtool(args: string[]): { status: number | null; output: string } {
   const r = spawnSync('promtool', args, { encoding: 'utf8', timeout: 120_000 });
   if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') {
-    assert.fail('promtool is not installed: run `bash scripts/ensure-deploy-deps.sh` (as root) or `apt-get install prometheus`');
+    assert.fail('promtool is not installed: run `bash scripts/ensure-system-deps.sh` (as root) or `apt-get install prometheus`');
   }
   if (r.error) throw r.error;
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
