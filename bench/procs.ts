@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -217,9 +217,21 @@ function gantryNotable(line: string): boolean {
   }
 }
 
-/** Gantry as its own process (`node src/main.ts`), configured through GANTRY_* variables. */
+/**
+ * `npm run build`: bin/gantry then runs the compiled dist/main.js, as `npm start` and the
+ * container image do, instead of src/main.ts through Node's type stripper (~30 MiB more RSS).
+ */
+function buildGantry(): void {
+  rmSync(path.join(REPO_ROOT, 'dist'), { recursive: true, force: true });
+  const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(NODE_BIN, [tsc, '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`npm run build failed: ${r.stdout}${r.stderr}${r.error?.message ?? ''}`);
+}
+
+/** Gantry as its own process (`bin/gantry`, running the fresh build), configured through GANTRY_* variables. */
 export async function startGantryProcess(upstreamUrl: string): Promise<MirrorProcess> {
   if (!existsSync(NODE_BIN)) throw new Error(`${NODE_BIN} not found: run npm ci`);
+  buildGantry();
   const cacheDir = await mkdtemp(path.join(tmpdir(), 'gantry-bench-'));
   try {
     const proc = await launchOnFreePort(async (port) => ({
@@ -232,7 +244,9 @@ export async function startGantryProcess(upstreamUrl: string): Promise<MirrorPro
         GANTRY_CACHE_DIR: cacheDir,
         GANTRY_UPSTREAM_URL: upstreamUrl,
         GANTRY_LOG_LEVEL: 'warn',
-        GANTRY_NODE: NODE_BIN, // bin/gantry is how npm start and deploy/ launch it (runtime flags live there)
+        // bin/gantry is how npm start and deploy/ launch it (runtime flags live there). BENCH_GANTRY_NODE
+        // swaps in another Node, e.g. a wrapper script adding --trace-gc.
+        GANTRY_NODE: process.env['BENCH_GANTRY_NODE'] ?? NODE_BIN,
       }),
       isNotable: gantryNotable,
     }));

@@ -169,13 +169,15 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
     out.end(bytes);
     return RESPONSE_ALREADY_SENT;
   }
-  const body =
+  if (opened.source === 'stream') {
+    sendBody(out, status, base, opened.body, stats, log);
+    return RESPONSE_ALREADY_SENT;
+  }
+  const { source, plan } =
     opened.source === 'file'
-      ? svc.blobs.readFile(opened.fh, range?.start ?? 0, (range?.end ?? opened.size) - 1)
-      : opened.source === 'fill'
-        ? svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end)
-        : opened.body;
-  sendBody(out, status, base, body, stats, log);
+      ? svc.blobs.readFile(opened.fh, range?.start ?? 0, range?.end ?? opened.size)
+      : svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end);
+  sendBody(out, status, base, source, stats, log, plan);
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -11,6 +11,7 @@ import type { ContentCache } from '../store/content-cache.ts';
 import { headerString, type UpstreamResponse } from '../upstream/client.ts';
 import { upstreamStatusToError } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
+import { FileSource, type BufferPlan, type ChunkSource } from './chunk-source.ts';
 import { Fill } from './fill.ts';
 import { readErrorText } from './read-body.ts';
 import { resumableBody } from './resumable-body.ts';
@@ -28,6 +29,8 @@ export type OpenedBlob =
   | { source: 'stream'; body: Readable; size: number | undefined; result: CacheResult };
 
 const FEW_STREAMS = 8;
+const BIG_BUFFERS: BufferPlan = { count: 3, bytes: 1024 * 1024 };
+const SMALL_BUFFERS: BufferPlan = { count: 4, bytes: 64 * 1024 };
 const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
 /** An in-flight fill and whether it was started with a client's own credential. */
@@ -95,24 +98,40 @@ export class PullThroughBlobs {
   }
 
   /**
-   * Stream bytes [start, endInclusive] of a cached blob. Read-ahead is large
-   * when few clients stream (fewer syscalls for one big pull) and small under
-   * fan-out, so many clients don't multiply into hundreds of MiB of buffers.
+   * Bytes [start, end) of a cached blob, and the buffers to serve it with:
+   * large when few clients stream (fewer syscalls for one big pull), small
+   * under fan-out, so many clients don't multiply into hundreds of MiB.
    */
-  readFile(fh: FileHandle, start: number, endInclusive: number): Readable {
-    const highWaterMark = this.fileStreams < FEW_STREAMS ? 1024 * 1024 : 64 * 1024;
-    const stream = fh.createReadStream({ start, end: endInclusive, highWaterMark, autoClose: true });
+  readFile(fh: FileHandle, start: number, end: number): { source: ChunkSource; plan: BufferPlan } {
+    const plan = this.fileStreams < FEW_STREAMS ? BIG_BUFFERS : SMALL_BUFFERS;
     this.fileStreams += 1;
-    stream.once('close', () => (this.fileStreams -= 1));
-    return stream;
+    const file = new FileSource(fh, start, end);
+    let counted = true;
+    const source: ChunkSource = {
+      read: (buf) => file.read(buf),
+      close: () => {
+        if (counted) this.fileStreams -= 1;
+        counted = false;
+        file.close();
+      },
+    };
+    return { source, plan };
   }
 
-  /** Stream [start, end) of an in-progress fill, counted as a waiter while it lasts. */
-  readFill(fill: Fill, start: number, end: number | undefined): Readable {
-    const reader = fill.createReader(start, end);
+  /** Bytes [start, end) of an in-progress fill, counted as a waiter while it lasts. */
+  readFill(fill: Fill, start: number, end: number | undefined): { source: ChunkSource; plan: BufferPlan } {
+    const tail = fill.openSource(start, end);
     this.opts.metrics.inflightWaiters.inc();
-    reader.once('close', () => this.opts.metrics.inflightWaiters.dec());
-    return reader;
+    let counted = true;
+    const source: ChunkSource = {
+      read: (buf) => tail.read(buf),
+      close: () => {
+        if (counted) this.opts.metrics.inflightWaiters.dec();
+        counted = false;
+        tail.close();
+      },
+    };
+    return { source, plan: SMALL_BUFFERS };
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */

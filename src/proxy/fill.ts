@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { createReadStream } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
+import { FileSource, toReadable, type ChunkSource } from './chunk-source.ts';
 
 // Small enough that 50 readers of one fill stay cheap in memory, big enough to keep syscalls few.
 const READ_CHUNK_BYTES = 64 * 1024;
@@ -203,19 +203,23 @@ export class Fill extends EventEmitter {
   }
 
   /**
-   * A stream of bytes [start, end) of the blob as they become available.
-   * `end` undefined means to the end of the blob.
+   * Bytes [start, end) of the blob as they become available; `end`
+   * undefined means to the end of the blob.
    */
-  createReader(start = 0, end?: number): Readable {
+  openSource(start = 0, end?: number): ChunkSource {
     if (this.closed) {
       // A request can pick this fill from the in-flight map just as it ends.
-      if (this.state === 'committed') return createReadStream(this.opts.finalPath, { start, ...(end !== undefined ? { end: end - 1 } : {}) });
-      return Readable.from((async function* (err: Error | undefined) {
-        throw err ?? new Error('fill ended');
-      })(this.error));
+      if (this.state === 'committed') return new FileSource(this.opts.finalPath, start, end ?? this.written);
+      const err = this.error ?? new Error('fill ended');
+      return { read: () => Promise.reject(err), close: () => undefined };
     }
     this.refs += 1;
-    return new TailReader(this, start, end);
+    return new TailSource(this, start, end);
+  }
+
+  /** openSource as a Readable. */
+  createReader(start = 0, end?: number): Readable {
+    return toReadable(this.openSource(start, end), READ_CHUNK_BYTES);
   }
 
   /** Positional read for readers; they hold a reference so the handle outlives them. */
@@ -240,67 +244,44 @@ export class Fill extends EventEmitter {
   }
 }
 
-class TailReader extends Readable {
+/** A reader tailing a fill: shared window chunks when it keeps up, positional reads from the temp file when not. */
+class TailSource implements ChunkSource {
   private readonly fill: Fill;
   private pos: number;
   private readonly end: number | undefined;
-  private pumping = false;
   private released = false;
 
   constructor(fill: Fill, start: number, end: number | undefined) {
-    super({ highWaterMark: READ_CHUNK_BYTES });
     this.fill = fill;
     this.pos = start;
     this.end = end;
   }
 
-  override _read(): void {
-    void this.pump();
-  }
-
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (!this.destroyed) {
-        const fill = this.fill;
-        if (fill.state === 'failed') {
-          this.destroy(fill.error);
-          return;
+  async read(buf: Buffer): Promise<Buffer | null> {
+    const fill = this.fill;
+    for (;;) {
+      if (this.released) throw new Error('source closed');
+      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
+      const limit = fill.readableLimit(this.end);
+      if (fill.state === 'committed' && this.pos >= limit) return null;
+      if (this.pos < limit) {
+        const shared = fill.recentAt(this.pos, limit - this.pos);
+        if (shared) {
+          this.pos += shared.length;
+          return shared;
         }
-        const limit = fill.readableLimit(this.end);
-        if (fill.state === 'committed' && this.pos >= limit) {
-          this.push(null);
-          return;
-        }
-        if (this.pos < limit) {
-          const shared = fill.recentAt(this.pos, limit - this.pos);
-          if (shared) {
-            this.pos += shared.length;
-            if (!this.push(shared)) return;
-            continue;
-          }
-          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, limit - this.pos));
-          const n = await fill.readAt(buf, this.pos);
-          if (this.destroyed) return;
-          this.pos += n;
-          if (!this.push(n === buf.length ? buf : buf.subarray(0, n))) return;
-          continue;
-        }
-        await new Promise<void>((resolve) => fill.once('change', resolve));
+        const n = await fill.readAt(buf.subarray(0, Math.min(buf.length, limit - this.pos)), this.pos);
+        if (n === 0) throw new Error(`fill file ended at ${this.pos} of ${limit} readable bytes`);
+        this.pos += n;
+        return buf.subarray(0, n);
       }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.pumping = false;
+      await new Promise<void>((resolve) => fill.once('change', resolve));
     }
   }
 
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    if (!this.released) {
-      this.released = true;
-      void this.fill.release();
-    }
-    cb(err);
+  close(): void {
+    if (this.released) return;
+    this.released = true;
+    void this.fill.release();
   }
 }
