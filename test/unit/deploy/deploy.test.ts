@@ -549,10 +549,14 @@ async function configMapConfig(configPath: string) {
 }
 
 describe('Dockerfile and systemd unit', () => {
-  test('deploy/Dockerfile: node 24 base, prod deps only, non-root, healthcheck on /healthz, cache volume, port 5000', () => {
+  test('deploy/Dockerfile: node 24 base, compiled build with prod deps only, non-root, healthcheck on /healthz, cache volume, port 5000', () => {
     const df = readFileSync(DOCKERFILE, 'utf8');
     assert.match(df, /^ARG NODE_IMAGE=node:24-slim$/m);
-    assert.match(df, /^RUN npm ci --omit=dev\b/m);
+    // Compiled with dev dependencies, which are then pruned; the runtime stage gets dist/, not src/.
+    assert.match(df, /^RUN npm ci --include=dev$/m);
+    assert.match(df, /^RUN npx tsc -p tsconfig\.build\.json \\\n \&\& npm prune --omit=dev\b/m);
+    assert.match(df, /^COPY --from=build \/app\/dist \.\/dist$/m);
+    assert.doesNotMatch(df, /^COPY --from=build \/app\/src/m);
     assert.match(df, /^USER \d+:\d+$/m);
     assert.match(df, /^HEALTHCHECK [\s\S]*fetch\('http:\/\/127\.0\.0\.1:5000\/healthz'\)/m);
     assert.match(df, /^VOLUME \/var\/lib\/gantry$/m);
@@ -564,7 +568,7 @@ describe('Dockerfile and systemd unit', () => {
     // BuildKit's per-Dockerfile ignore file keeps node_modules and the cache out of the context.
     const ignore = readFileSync(`${DOCKERFILE}.dockerignore`, 'utf8');
     assert.match(ignore, /^\*$/m);
-    for (const keep of ['!package.json', '!package-lock.json', '!src/', '!bin/']) assert.ok(ignore.split('\n').includes(keep), keep);
+    for (const keep of ['!package.json', '!package-lock.json', '!tsconfig.json', '!tsconfig.build.json', '!src/', '!bin/']) assert.ok(ignore.split('\n').includes(keep), keep);
   });
 
   test('deploy/systemd/gantry.service is hardened and uses /var/lib/gantry', async (t) => {
