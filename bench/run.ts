@@ -8,6 +8,7 @@
  * Every scenario runs on Gantry then on the baseline, never both at once. See bench/README.md.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,6 +29,16 @@ type BlobRef = { digest: string; size: number };
 
 const KEYS: readonly Key[] = ['gantry', 'baseline'];
 const MiB = 2 ** 20;
+
+/** Time to sha256 `n` bodies of `bytes` in 64 KiB chunks on this thread, as the bench's client thread does. */
+function hashFloorMs(n: number, bytes: number): number {
+  const chunk = Buffer.alloc(64 * 1024, 0x5a);
+  const hashes = Array.from({ length: n }, () => createHash('sha256'));
+  const t0 = performance.now();
+  for (let done = 0; done < bytes; done += chunk.length) for (const h of hashes) h.update(chunk);
+  for (const h of hashes) h.digest();
+  return performance.now() - t0;
+}
 
 const log = (s = ''): void => {
   process.stdout.write(`${s}\n`);
@@ -298,6 +309,29 @@ async function main(opts: BenchOptions): Promise<number> {
         rows.push({ section: '1', figure: 'RSS after warm-up (idle, for reference)', ...idleRss, format: fmt.mib, target: '', pass: undefined });
         rows.push({ section: '1', figure: `cold blob, ${n} clients: peak RSS`, ...both((m) => res[m.key].peakRss), format: fmt.mib, target: '< 200 MiB', pass: res.gantry.peakRss < 200 * MiB });
       }
+    }
+    // Floors for the N-client time. The clients verify every body on one thread, so hashing N bodies
+    // bounds the run from below whatever the mirror does; and the same N clients on the blob once it
+    // is cached show the run with no upstream to wait for.
+    const floorBlob = bigN.get(maxN);
+    if (floorBlob !== undefined && maxN > 1) {
+      phase(`[1] floors for ${maxN} clients: hashing ${maxN} bodies on the clients' thread; the same clients on the now-cached blob`);
+      const hashMs = hashFloorMs(maxN, opts.blobBytes);
+      log(`    clients   sha256 of ${maxN} x ${mib(opts.blobBytes)} on one thread, no I/O: ${fmt.seconds(hashMs)} (${fmt.times(hashMs / cold1.gantry.run.totalMs)} of Gantry's 1-client cold time)`);
+      const warmN = {} as Both<number>;
+      for (const k of KEYS) {
+        const m = mirrors[k];
+        m.fwd.reset();
+        mark(k);
+        const run = await coldFetchInWorker({ baseUrl: m.proc.url, path: `/v2/bench/big/blobs/${floorBlob.digest}`, digest: floorBlob.digest, size: floorBlob.size, clients: maxN, timeoutMs: coldTimeout(maxN + 1) });
+        const up = await upstreamAfter(m.fwd, coldTimeout(maxN + 1));
+        checkAlive();
+        noteFailures(`warm ${maxN} clients`, k, run);
+        warmN[k] = run.totalMs;
+        line(k, `${fmt.seconds(run.totalMs)} (${fmt.times(run.totalMs / cold1[k].run.totalMs)} of its 1-client cold time)  ok ${run.ok}/${maxN}  upstream blob GETs ${up.blobGets}`);
+      }
+      rows.push({ section: '1', figure: `floor: hashing ${maxN} bodies / 1-client time`, gantry: hashMs / cold1.gantry.run.totalMs, baseline: hashMs / cold1.baseline.run.totalMs, format: fmt.times, target: '', pass: undefined });
+      rows.push({ section: '1', figure: `floor: ${maxN} clients, cached blob / 1-client time`, ...both((m) => warmN[m.key] / cold1[m.key].run.totalMs), format: fmt.times, target: '', pass: undefined });
     }
     log('');
 

@@ -271,6 +271,18 @@ describe('hostile and malformed client input', () => {
     for (const f of await listFiles(mirror.cacheDir)) assert.match(f, /^(blobs\/sha256\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/.+)$/, f);
   });
 
+  test('HEAD and GET of manifests and blobs pipelined on one connection are all answered, in order', async () => {
+    const m = `/v2/p/img/manifests/v1`;
+    const b = `/v2/p/img/blobs/${blob.digest}`;
+    const reqs = [['GET', m], ['HEAD', m], ['GET', b], ['HEAD', b], ['GET', m], ['HEAD', m]] as const;
+    const text = reqs.map(([method, path], i) => `${method} ${path} HTTP/1.1\r\nHost: x\r\n${i === reqs.length - 1 ? 'Connection: close\r\n' : ''}\r\n`).join('');
+    const res = await rawRequest(mirror.url, text);
+    const all = `${res.head}\r\n\r\n${res.body}`;
+    const statuses = [...all.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((x) => Number(x[1]));
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200], all.slice(0, 2000));
+    assert.equal((all.match(/docker-content-digest: sha256:/gi) ?? []).length, 6);
+  });
+
   test('a TLS ClientHello on the plain-HTTP port (podman probes this way) gets a 400 and the server keeps serving', async () => {
     const hello = '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03' + 'A'.repeat(32);
     const res = await rawRequest(mirror.url, hello);
