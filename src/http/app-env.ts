@@ -8,5 +8,6 @@ export type RequestStats = { kind: Kind | undefined; result: CacheResult | undef
 
 export type AppEnv = {
   Bindings: HttpBindings;
-  Variables: { reqId: string; log: Logger; stats: RequestStats };
+  /** log: the request's logger (bound to its id), made on first use: most requests never log. */
+  Variables: { reqId: string; log: () => Logger; stats: RequestStats };
 };

@@ -26,12 +26,15 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.use('*', async (c, next) => {
     const incoming = c.req.header(REQUEST_ID);
     const reqId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
-    const log = svc.log.child({ reqId });
+    let child: Logger | undefined;
+    const log = (): Logger => (child ??= svc.log.child({ reqId }));
     const stats = { kind: undefined, result: undefined, bytes: 0 };
     c.set('reqId', reqId);
     c.set('log', log);
     c.set('stats', stats);
-    c.header(REQUEST_ID, reqId);
+    // On the Node response itself, not c.header(): it then reaches every answer, including those
+    // written straight to the socket, and no web Headers object is built for it.
+    c.env.outgoing.setHeader(REQUEST_ID, reqId);
     const started = performance.now();
     const out = c.env.outgoing;
     // Log when the response has really finished (blob bodies outlive the handler).
@@ -45,8 +48,9 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
         svc.metrics.requestDuration.observe({ kind: stats.kind, result }, durationMs / 1000);
         if (stats.bytes > 0) svc.metrics.servedBytes.inc({ kind: stats.kind, source: result === 'hit' || result === 'stale' || result === 'revalidated' ? 'cache' : 'upstream' }, stats.bytes);
       }
+      if (!svc.log.isLevelEnabled('info')) return;
       const path = c.req.path.length > 512 ? `${c.req.path.slice(0, 512)}…` : c.req.path;
-      log.info({ method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
+      log().info({ method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
     });
     await next();
   });
@@ -75,11 +79,11 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.notFound((c) => errorResponse(c, new RegistryError('UNSUPPORTED', { status: 404, message: 'no such endpoint' })));
   app.onError((err, c) => {
     if (err instanceof RegistryError) {
-      const log = c.get('log') ?? svc.log;
+      const log = c.get('log')?.() ?? svc.log;
       if (err.status >= 500) log.error({ code: err.code, err: err.message, cause: (err.cause as Error | undefined)?.message }, 'request failed');
       return errorResponse(c, err);
     }
-    (c.get('log') ?? svc.log).error({ err }, 'unhandled error');
+    (c.get('log')?.() ?? svc.log).error({ err }, 'unhandled error');
     return errorResponse(c, new RegistryError('UNKNOWN', { cause: err }));
   });
   return app;

@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, REQUEST_ID, X_CACHE,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, X_CACHE,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
@@ -27,7 +27,7 @@ const PASSTHROUGH_RESPONSE_HEADERS = ['content-type', 'link', 'oci-filters-appli
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
   return async (c: Context<AppEnv>): Promise<Response> => {
-    c.header(DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE);
+    c.env.outgoing.setHeader(DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE);
     const method = c.req.method;
     const route = parseApiPath(rawPath(c.req.url));
     if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED');
@@ -123,7 +123,7 @@ async function getManifest(
   // Gantry sends, and building web Headers and a Response for it is a good part of its CPU.
   stats.bytes = m.bytes.length;
   const out = c.env.outgoing;
-  out.writeHead(200, { ...headers, [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE, [REQUEST_ID]: c.get('reqId') });
+  out.writeHead(200, headers);
   out.end(m.bytes);
   return RESPONSE_ALREADY_SENT;
 }
@@ -133,13 +133,10 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   stats.kind = 'blob';
   const req = { ...target, digest, auth };
   const base: Record<string, string | number> = {
-    [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE,
     'Content-Type': 'application/octet-stream',
     [DOCKER_CONTENT_DIGEST]: digest,
     ETag: `"${digest}"`,
     [ACCEPT_RANGES]: 'bytes',
-    // Written straight to the socket below, so the middleware's c.header() calls don't apply.
-    [REQUEST_ID]: c.get('reqId'),
   };
   if (c.req.method === 'HEAD') {
     const h = await svc.blobs.head(req);
@@ -164,7 +161,7 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
     throw err;
   }
   const out = c.env.outgoing;
-  const log = c.get('log');
+  const log = c.get('log')();
   const status = range ? 206 : 200;
   if (range) base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${opened.size}`;
   if (range) base['Content-Length'] = range.end - range.start;

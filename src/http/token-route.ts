@@ -42,7 +42,7 @@ export function createTokenHandler(svc: ClientAuthServices & { upstreams: Upstre
       issued_at: new Date().toISOString(),
     };
     if (req.wantRefresh && cred.kind !== 'none') body['refresh_token'] = svc.tokens.issue(cred, REFRESH_TOKEN_TTL_S);
-    c.get('log').info({ service: req.service, scopes: req.scopes, account: req.username, kind: cred.kind, cred: credentialKey(cred) }, 'token issued');
+    c.get('log')().info({ service: req.service, scopes: req.scopes, account: req.username, kind: cred.kind, cred: credentialKey(cred) }, 'token issued');
     return c.json(body);
   };
 }

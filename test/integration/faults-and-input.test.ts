@@ -271,6 +271,20 @@ describe('hostile and malformed client input', () => {
     for (const f of await listFiles(mirror.cacheDir)) assert.match(f, /^(blobs\/sha256\/[0-9a-f]{2}\/[0-9a-f]{64}|index\/.+)$/, f);
   });
 
+  test('every answer carries Docker-Distribution-API-Version and the request id, however it was written', async () => {
+    const cases: Array<[string, string]> = [
+      ['GET', '/v2/'], ['GET', '/v2/h/img/manifests/v1'], ['HEAD', '/v2/h/img/manifests/v1'],
+      ['GET', `/v2/h/img/blobs/${blob.digest}`], ['HEAD', `/v2/h/img/blobs/${blob.digest}`],
+      ['GET', '/v2/BAD/manifests/x'], ['DELETE', '/v2/h/img/manifests/v1'],
+    ];
+    for (const [method, path] of cases) {
+      const res = await request(`${mirror.url}${path}`, { method: method as 'GET', headers: { 'x-request-id': `id-${method}-${path.length}` } });
+      await res.body.dump();
+      assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0', `${method} ${path}`);
+      assert.equal(res.headers['x-request-id'], `id-${method}-${path.length}`, `${method} ${path}`);
+    }
+  });
+
   test('HEAD and GET of manifests and blobs pipelined on one connection are all answered, in order', async () => {
     const m = `/v2/p/img/manifests/v1`;
     const b = `/v2/p/img/blobs/${blob.digest}`;
