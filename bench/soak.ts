@@ -32,6 +32,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { buildImage, makeLayer, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type BuiltImage } from '../test/fixtures/images.ts';
 import { getFreePort } from '../test/helpers/free-port.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../test/helpers/upstream-registry.ts';
+import { buildGantry } from './procs.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
@@ -101,6 +102,7 @@ function notableLine(line: string): boolean {
 }
 
 async function startGantryProcess(upstreamUrl: string, cacheDir: string, maxCacheBytes: number): Promise<GantryProc> {
+  buildGantry(); // bin/gantry then runs dist/, as npm start and the image do
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await getFreePort();
