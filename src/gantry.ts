@@ -100,6 +100,8 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     );
     s.once('error', reject);
   });
+  // With no 'timeout' listener on the server, Node destroys a socket idle for that long.
+  server.setTimeout(config.clientIdleTimeoutMs);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   log.info({ listen: `${host}:${addr.port}`, cacheDir: root, upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) }, 'gantry listening');

@@ -61,6 +61,12 @@ export type Config = {
   upstreamHeadersTimeoutMs: number;
   /** How long an upstream body may stay silent before the fill is abandoned. */
   upstreamBodyTimeoutMs: number;
+  /**
+   * A client connection with no I/O for this long is closed (0 = never), so a client that stops
+   * reading a blob cannot hold its file or fill forever. Keep it above upstreamBodyTimeoutMs:
+   * a follower of a stalled download sees no bytes until that gives up.
+   */
+  clientIdleTimeoutMs: number;
   maxManifestBytes: number;
   /** Eviction starts above maxCacheBytes and frees space down to this percentage of it. */
   cacheLowWatermarkPercent: number;
@@ -95,6 +101,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   cacheWriteTimeoutMs: 5 * 60_000,
   upstreamHeadersTimeoutMs: 30_000,
   upstreamBodyTimeoutMs: 60_000,
+  clientIdleTimeoutMs: 5 * 60_000,
   maxManifestBytes: 4 * 1024 * 1024,
   cacheLowWatermarkPercent: 90,
   maxUnusedAgeSeconds: 0,
@@ -322,7 +329,7 @@ export function parseConfig(
 
   const known = new Set([
     'listen', 'cacheDir', 'maxCacheBytes', 'tagTtlSeconds', 'logLevel', 'cacheWriteTimeoutMs',
-    'upstreamHeadersTimeoutMs', 'upstreamBodyTimeoutMs', 'maxManifestBytes', 'upstreams', 'defaultUpstream',
+    'upstreamHeadersTimeoutMs', 'upstreamBodyTimeoutMs', 'clientIdleTimeoutMs', 'maxManifestBytes', 'upstreams', 'defaultUpstream',
     'auth', 'breaker', 'proxy', 'cacheLowWatermarkPercent', 'maxUnusedAgeSeconds', 'maxConcurrentFills',
     'fillQueueTimeoutMs', 'fillResumeAttempts', 'diskErrorBackoffSeconds', 'adminRemote',
   ]);
@@ -350,7 +357,7 @@ export function parseConfig(
     else cfg.maxCacheBytes = n;
   }
 
-  const setInt = (key: 'tagTtlSeconds' | 'cacheWriteTimeoutMs' | 'upstreamHeadersTimeoutMs' | 'upstreamBodyTimeoutMs', v: unknown, min = 0): void => {
+  const setInt = (key: 'tagTtlSeconds' | 'cacheWriteTimeoutMs' | 'upstreamHeadersTimeoutMs' | 'upstreamBodyTimeoutMs' | 'clientIdleTimeoutMs', v: unknown, min = 0): void => {
     const n = intField(v, key, problems, min);
     if (n !== undefined) cfg[key] = n;
   };
@@ -372,6 +379,10 @@ export function parseConfig(
   setInt('cacheWriteTimeoutMs', raw['cacheWriteTimeoutMs'], 1);
   setInt('upstreamHeadersTimeoutMs', raw['upstreamHeadersTimeoutMs'], 1);
   setInt('upstreamBodyTimeoutMs', raw['upstreamBodyTimeoutMs'], 1);
+  setInt('clientIdleTimeoutMs', raw['clientIdleTimeoutMs'], 0);
+  if (cfg.clientIdleTimeoutMs > 0 && cfg.clientIdleTimeoutMs <= cfg.upstreamBodyTimeoutMs) {
+    problems.push(`clientIdleTimeoutMs: must be 0 or more than upstreamBodyTimeoutMs (${cfg.upstreamBodyTimeoutMs}), or clients following a slow download are cut first`);
+  }
   if (raw['maxManifestBytes'] !== undefined) {
     const n = parseSize(raw['maxManifestBytes']);
     if (n === undefined || n < 1024) problems.push('maxManifestBytes: expected a size of at least 1KiB');

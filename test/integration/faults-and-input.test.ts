@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { randomBlob, sha256 } from '../fixtures/images.ts';
 import { startFakeUpstream } from '../helpers/fake-upstream.ts';
-import { startMirror, type Mirror } from '../helpers/mirror.ts';
+import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
 import { rawRequest } from '../helpers/raw-http.ts';
 
 async function listFiles(dir: string): Promise<string[]> {
@@ -316,5 +318,64 @@ describe('hostile and malformed client input', () => {
     assert.equal(res.status, 200);
     const seen = upstream.seen.find((r) => r.url === '/v2/acc/img/manifests/v1');
     assert.match(String(seen?.headers.accept), /docker\.distribution\.manifest\.v2\+json.*oci\.image\.manifest\.v1\+json/);
+  });
+});
+
+describe('a client that stops reading', () => {
+  const big = randomBlob(32 * 1024 * 1024, 'stalled-reader');
+  let upstream: Awaited<ReturnType<typeof startFakeUpstream>>;
+  let mirror: Mirror;
+
+  before(async () => {
+    upstream = await startFakeUpstream((req, res) => {
+      if (req.url?.endsWith(`/blobs/${big.digest}`)) {
+        res.writeHead(200, { 'content-length': big.bytes.length });
+        res.end(big.bytes);
+      } else res.writeHead(404).end();
+    });
+    mirror = await startMirror({
+      upstreams: [{ host: 'example.test', url: upstream.url }], defaultUpstream: 'example.test',
+      upstreamBodyTimeoutMs: 500, clientIdleTimeoutMs: 1500,
+    });
+  });
+
+  after(async () => {
+    await mirror.destroy();
+    await upstream.stop();
+  });
+
+  test('is disconnected after clientIdleTimeoutMs without progress, releasing its response', async () => {
+    const path = `/v2/s/big/blobs/${big.digest}`;
+    // Cache it first, so the stalled request streams from the file.
+    const warm = await request(`${mirror.url}${path}`);
+    assert.equal(warm.statusCode, 200);
+    await warm.body.dump();
+    const closedBefore = await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob' });
+
+    const sock = connect(mirror.port, '127.0.0.1');
+    let received = 0;
+    sock.on('error', () => undefined);
+    sock.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      sock.pause(); // and never read again: the mirror's writes back up
+    });
+    sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    try {
+      await sleep(600);
+      assert.ok(received > 0 && received < big.bytes.length, `got ${received} bytes before stalling`);
+      assert.equal(await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob' }), closedBefore, 'still open while under the idle timeout');
+      let closed = closedBefore;
+      for (let i = 0; i < 100 && closed === closedBefore; i++) {
+        await sleep(100);
+        closed = await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob' });
+      }
+      assert.equal(closed, closedBefore + 1, 'the stalled response was closed by the idle timeout');
+      // The mirror still serves.
+      const again = await request(`${mirror.url}${path}`, { headers: { range: 'bytes=0-9' } });
+      assert.equal(again.statusCode, 206);
+      await again.body.dump();
+    } finally {
+      sock.destroy();
+    }
   });
 });

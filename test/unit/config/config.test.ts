@@ -192,6 +192,15 @@ describe('parseConfig with a file', () => {
     assert.equal(problems.length, 3, problems.join('\n'));
   });
 
+  test('clientIdleTimeoutMs: 5 minutes by default, 0 turns it off, and it must outlast upstreamBodyTimeoutMs', () => {
+    assert.equal(parseConfig(undefined).clientIdleTimeoutMs, 300_000);
+    assert.equal(parseConfig({ clientIdleTimeoutMs: 0 }).clientIdleTimeoutMs, 0);
+    assert.equal(parseConfig({ clientIdleTimeoutMs: 61_000 }).clientIdleTimeoutMs, 61_000);
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ clientIdleTimeoutMs: 60_000 })), /^clientIdleTimeoutMs: must be 0 or more than upstreamBodyTimeoutMs \(60000\)/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ clientIdleTimeoutMs: 5_000, upstreamBodyTimeoutMs: 10_000 })), /^clientIdleTimeoutMs/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ clientIdleTimeoutMs: -1 })), /^clientIdleTimeoutMs/));
+  });
+
   test('integer settings given as strings of digits are accepted', () => {
     assert.equal(parseConfig({ tagTtlSeconds: '45' }).tagTtlSeconds, 45);
   });
