@@ -11,7 +11,7 @@ import type { ContentCache } from '../store/content-cache.ts';
 import { headerString, type UpstreamResponse } from '../upstream/client.ts';
 import { upstreamStatusToError } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
-import { FileSource, type BufferPlan, type ChunkSource } from './chunk-source.ts';
+import { FileSource, onClose, type BufferPlan, type ChunkSource } from './chunk-source.ts';
 import { Fill } from './fill.ts';
 import { readErrorText } from './read-body.ts';
 import { resumableBody } from './resumable-body.ts';
@@ -105,33 +105,14 @@ export class PullThroughBlobs {
   readFile(fh: FileHandle, start: number, end: number): { source: ChunkSource; plan: BufferPlan } {
     const plan = this.fileStreams < FEW_STREAMS ? BIG_BUFFERS : SMALL_BUFFERS;
     this.fileStreams += 1;
-    const file = new FileSource(fh, start, end);
-    let counted = true;
-    const source: ChunkSource = {
-      read: (buf) => file.read(buf),
-      close: () => {
-        if (counted) this.fileStreams -= 1;
-        counted = false;
-        file.close();
-      },
-    };
-    return { source, plan };
+    return { source: onClose(new FileSource(fh, start, end), () => (this.fileStreams -= 1)), plan };
   }
 
   /** Bytes [start, end) of an in-progress fill, counted as a waiter while it lasts. */
   readFill(fill: Fill, start: number, end: number | undefined): { source: ChunkSource; plan: BufferPlan } {
-    const tail = fill.openSource(start, end);
-    this.opts.metrics.inflightWaiters.inc();
-    let counted = true;
-    const source: ChunkSource = {
-      read: (buf) => tail.read(buf),
-      close: () => {
-        if (counted) this.opts.metrics.inflightWaiters.dec();
-        counted = false;
-        tail.close();
-      },
-    };
-    return { source, plan: SMALL_BUFFERS };
+    const waiters = this.opts.metrics.inflightWaiters;
+    waiters.inc();
+    return { source: onClose(fill.openSource(start, end), () => waiters.dec()), plan: SMALL_BUFFERS };
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */

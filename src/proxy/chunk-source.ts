@@ -60,6 +60,19 @@ export class FileSource implements ChunkSource {
   }
 }
 
+/** `source`, calling `release` once when it is closed (counters, metrics). */
+export function onClose(source: ChunkSource, release: () => void): ChunkSource {
+  let open = true;
+  return {
+    read: (buf) => source.read(buf),
+    close: () => {
+      if (open) release();
+      open = false;
+      source.close();
+    },
+  };
+}
+
 /** A source as a Readable (one new buffer per chunk): for callers that want a stream, such as tests. */
 export function toReadable(source: ChunkSource, chunkBytes = 64 * 1024): Readable {
   let reading = false;

@@ -1,11 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
-import { FileSource, toReadable, type ChunkSource } from './chunk-source.ts';
+import { FileSource, type ChunkSource } from './chunk-source.ts';
 
-// Small enough that 50 readers of one fill stay cheap in memory, big enough to keep syscalls few.
-const READ_CHUNK_BYTES = 64 * 1024;
 const MAX_PENDING_WRITE_BYTES = 4 * 1024 * 1024;
 const RECENT_WINDOW_BYTES = 8 * 1024 * 1024;
 
@@ -215,11 +212,6 @@ export class Fill extends EventEmitter {
     }
     this.refs += 1;
     return new TailSource(this, start, end);
-  }
-
-  /** openSource as a Readable. */
-  createReader(start = 0, end?: number): Readable {
-    return toReadable(this.openSource(start, end), READ_CHUNK_BYTES);
   }
 
   /** Positional read for readers; they hold a reference so the handle outlives them. */

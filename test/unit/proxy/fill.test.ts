@@ -5,11 +5,17 @@ import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { toReadable } from '../../../src/proxy/chunk-source.ts';
 import { Fill, FillError, type FillOutcome } from '../../../src/proxy/fill.ts';
 import { digestOf, type Digest } from '../../../src/oci/digest.ts';
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+/** A fill's bytes [start, end) as a stream, one new buffer per chunk. */
+function readerOf(fill: Fill, start?: number, end?: number): Readable {
+  return toReadable(fill.openSource(start, end), 64 * 1024);
+}
 
 /** A promise with its resolve exposed. */
 function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
@@ -191,7 +197,7 @@ describe('Fill: the happy path', () => {
   test('a reader created before any data arrives receives every byte and ends only after commit', async () => {
     const bytes = blob(10_000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length, gateCommit: true });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     let commitReturnedAtEnd: boolean | undefined;
     const endSeen = reader.ended.then((b) => {
       commitReturnedAtEnd = h.commitReturned();
@@ -230,7 +236,7 @@ describe('Fill: the happy path', () => {
   test('without an expected size (no Content-Length) the fill still verifies and commits', async () => {
     const bytes = blob(5000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: undefined });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     h.feed.pushAll(bytes, 999);
     assert.equal(await h.run(), 'committed');
     assert.deepEqual(await reader.ended, bytes);
@@ -240,7 +246,7 @@ describe('Fill: the happy path', () => {
   test('an empty blob commits and its reader ends with zero bytes', async () => {
     const bytes = Buffer.alloc(0);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: 0 });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     h.feed.end();
     assert.equal(await h.run(), 'committed');
     assert.equal((await reader.ended).length, 0);
@@ -279,7 +285,7 @@ describe('Fill: the last byte is held back until the digest is verified', () => 
   test('with a known size, a reader has exactly size-1 bytes while commit is pending, then the rest', async () => {
     const bytes = blob(50_000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length, gateCommit: true });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     const outcome = h.run();
     h.feed.pushAll(bytes, 7000);
 
@@ -298,7 +304,7 @@ describe('Fill: the last byte is held back until the digest is verified', () => 
   test('a range reader holds back the last byte of its own range, even once the rest of the blob has arrived', async () => {
     const bytes = blob(20_000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length, gateCommit: true });
-    const reader = follow(h.fill.createReader(100, 200));
+    const reader = follow(readerOf(h.fill, 100, 200));
     const outcome = h.run();
     h.feed.pushAll(bytes, 4096);
 
@@ -315,7 +321,7 @@ describe('Fill: the last byte is held back until the digest is verified', () => 
   test('without a known size, a reader does not end before commit', async () => {
     const bytes = blob(3000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: undefined, gateCommit: true });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     let endedEarly = false;
     void reader.ended.then(() => (endedEarly = !h.commitReturned()));
     const outcome = h.run();
@@ -345,11 +351,11 @@ describe('Fill: range readers', () => {
 
   test('each reader gets exactly its slice, whether created before or during the fill', async () => {
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
-    const early = ranges.map(([s, e]) => ({ s, e, r: follow(h.fill.createReader(s, e)) }));
+    const early = ranges.map(([s, e]) => ({ s, e, r: follow(readerOf(h.fill, s, e)) }));
     const outcome = h.run();
     h.feed.push(bytes.subarray(0, 250_000));
     await until(h.fill, () => h.fill.written >= 250_000);
-    const late = ranges.map(([s, e]) => ({ s, e, r: follow(h.fill.createReader(s, e)) }));
+    const late = ranges.map(([s, e]) => ({ s, e, r: follow(readerOf(h.fill, s, e)) }));
     h.feed.push(bytes.subarray(250_000, 500_000));
     h.feed.push(bytes.subarray(500_000));
     h.feed.end();
@@ -362,7 +368,7 @@ describe('Fill: range readers', () => {
   test('an empty range ends with no bytes after commit', async () => {
     const small = blob(100);
     const h = await makeFill({ digest: digestOf(small), expectedSize: small.length });
-    const r = follow(h.fill.createReader(50, 50));
+    const r = follow(readerOf(h.fill, 50, 50));
     h.feed.pushAll(small, 30);
     assert.equal(await h.run(), 'committed');
     assert.equal((await r.ended).length, 0);
@@ -374,8 +380,8 @@ describe('Fill: failures', () => {
     const bytes = blob(10_000);
     const wrong = digestOf(Buffer.from('something else'));
     const h = await makeFill({ digest: wrong, expectedSize: bytes.length });
-    const reader = follow(h.fill.createReader());
-    const ranged = follow(h.fill.createReader(0, 10));
+    const reader = follow(readerOf(h.fill));
+    const ranged = follow(readerOf(h.fill, 0, 10));
     h.feed.pushAll(bytes, 3000);
 
     assert.equal(await h.run(), 'digest_mismatch');
@@ -393,7 +399,7 @@ describe('Fill: failures', () => {
   test('more bytes than the expected size is a size mismatch, detected before the excess is written', async () => {
     const bytes = blob(1000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: 999 });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     h.feed.pushAll(bytes, 400);
     assert.equal(await h.run(), 'size_mismatch');
     assert.equal(h.commits.length, 0);
@@ -406,7 +412,7 @@ describe('Fill: failures', () => {
   test('fewer bytes than the expected size is a size mismatch', async () => {
     const bytes = blob(1000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: 1001 });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     h.feed.pushAll(bytes, 400);
     assert.equal(await h.run(), 'size_mismatch');
     assert.equal(h.commits.length, 0);
@@ -417,7 +423,7 @@ describe('Fill: failures', () => {
   test('an upstream error mid-body is upstream_error and readers error', async () => {
     const bytes = blob(1000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     const outcome = h.run();
     h.feed.push(bytes.subarray(0, 500));
     await reader.reached(500);
@@ -442,7 +448,7 @@ describe('Fill: failures', () => {
   test('a commit that throws fails the fill as write_error and readers error', async () => {
     const bytes = blob(1000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length, commitError: new Error('index full') });
-    const reader = follow(h.fill.createReader());
+    const reader = follow(readerOf(h.fill));
     h.feed.pushAll(bytes, 300);
     assert.equal(await h.run(), 'write_error');
     assert.equal(h.fill.state, 'failed');
@@ -453,11 +459,11 @@ describe('Fill: failures', () => {
   test('a reader created after the fill failed errors instead of hanging', async () => {
     const bytes = blob(100);
     const h = await makeFill({ digest: digestOf(Buffer.from('nope')), expectedSize: bytes.length });
-    const holder = follow(h.fill.createReader()); // keeps the file handle open
+    const holder = follow(readerOf(h.fill)); // keeps the file handle open
     h.feed.pushAll(bytes, 50);
     assert.equal(await h.run(), 'digest_mismatch');
     await assert.rejects(holder.ended, FillError);
-    const late = follow(h.fill.createReader());
+    const late = follow(readerOf(h.fill));
     await assert.rejects(late.ended, FillError);
   });
 });
@@ -466,9 +472,9 @@ describe('Fill: readers are independent of the download', () => {
   test('a reader destroyed mid-way does not stop the fill or disturb other readers', async () => {
     const bytes = blob(300_000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
-    const quitterStream = h.fill.createReader();
+    const quitterStream = readerOf(h.fill);
     const quitter = follow(quitterStream);
-    const stayer = follow(h.fill.createReader());
+    const stayer = follow(readerOf(h.fill));
     const outcome = h.run();
     h.feed.push(bytes.subarray(0, 100_000));
     await quitter.reached(1);
@@ -486,7 +492,7 @@ describe('Fill: readers are independent of the download', () => {
   test('the fill completes when its only reader is destroyed before any data', async () => {
     const bytes = blob(1000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
-    const r = h.fill.createReader();
+    const r = readerOf(h.fill);
     r.destroy();
     h.feed.pushAll(bytes, 100);
     assert.equal(await h.run(), 'committed');
@@ -496,14 +502,14 @@ describe('Fill: readers are independent of the download', () => {
   test('20 concurrent readers, joining at different times, all get identical bytes', async () => {
     const bytes = blob(1_500_000);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
-    const readers = Array.from({ length: 10 }, () => follow(h.fill.createReader()));
+    const readers = Array.from({ length: 10 }, () => follow(readerOf(h.fill)));
     const outcome = h.run();
     const step = 123_457; // not aligned with the 256 KiB read size
     for (let i = 0, n = 0; i < bytes.length; i += step, n++) {
       h.feed.push(bytes.subarray(i, i + step));
       if (n % 2 === 1 && readers.length < 20) {
         await until(h.fill, () => h.fill.written >= Math.min(i + step, bytes.length));
-        readers.push(follow(h.fill.createReader()), follow(h.fill.createReader()));
+        readers.push(follow(readerOf(h.fill)), follow(readerOf(h.fill)));
       }
     }
     h.feed.end();
@@ -518,7 +524,7 @@ describe('Fill: readers are independent of the download', () => {
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
     h.feed.pushAll(bytes, 500);
     assert.equal(await h.run(), 'committed');
-    const late = follow(h.fill.createReader());
+    const late = follow(readerOf(h.fill));
     assert.deepEqual(await late.ended, bytes);
   });
 });
