@@ -30,7 +30,8 @@ export type OpenedBlob =
 
 const FEW_STREAMS = 8;
 const BIG_BUFFERS: BufferPlan = { count: 3, bytes: 1024 * 1024 };
-const SMALL_BUFFERS: BufferPlan = { count: 4, bytes: 64 * 1024 };
+// Two: one being written by the socket while the next is read (50 readers of one fill: 6 MiB).
+const SMALL_BUFFERS: BufferPlan = { count: 2, bytes: 64 * 1024 };
 const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
 /** An in-flight fill and whether it was started with a client's own credential. */

@@ -3,8 +3,10 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 import { FileSource, type ChunkSource } from './chunk-source.ts';
 
-const MAX_PENDING_WRITE_BYTES = 4 * 1024 * 1024;
-const RECENT_WINDOW_BYTES = 8 * 1024 * 1024;
+// Halving both (from 4 and 8 MiB) took 50-client peak RSS in the bench from 147-187 to 145-156 MiB
+// with no loss in time: at 100 MB/s, 4 MiB is 40 ms of download for followers to keep up within.
+const MAX_PENDING_WRITE_BYTES = 2 * 1024 * 1024;
+const RECENT_WINDOW_BYTES = 4 * 1024 * 1024;
 
 export type FillOutcome = 'committed' | 'digest_mismatch' | 'size_mismatch' | 'upstream_error' | 'timeout' | 'write_error';
 
