@@ -45,7 +45,14 @@ export type AuthConfig = {
   realm?: string;
 };
 
-export type BreakerConfig = { failureThreshold: number; cooldownSeconds: number };
+export type BreakerConfig = {
+  failureThreshold: number;
+  cooldownSeconds: number;
+  /** While an upstream is marked down, probe its `GET /v2/` this often (0: no probes, only the cooldown trial). */
+  probeIntervalSeconds: number;
+  /** Deadline of the half-open trial request and of each probe. */
+  trialTimeoutSeconds: number;
+};
 export type ProxyConfig = { httpProxy?: string; httpsProxy?: string; noProxy?: string };
 
 export type Config = {
@@ -113,7 +120,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   upstreams: [{ host: DOCKER_HUB_HOST, url: DOCKER_HUB_URL }],
   defaultUpstream: DOCKER_HUB_HOST,
   auth: { tokenTtlSeconds: 300, accessCheckTtlSeconds: 60, failClosed: true, challengePing: true },
-  breaker: { failureThreshold: 5, cooldownSeconds: 30 },
+  breaker: { failureThreshold: 5, cooldownSeconds: 30, probeIntervalSeconds: 1, trialTimeoutSeconds: 10 },
   proxy: {},
 });
 
@@ -435,8 +442,11 @@ export function parseConfig(
   cfg.auth = parseSection(raw['auth'], 'auth', DEFAULT_CONFIG.auth, {
     htpasswdFile: 'string', tokenTtlSeconds: 'int', accessCheckTtlSeconds: 'int', failClosed: 'bool', challengePing: 'bool', realm: 'string',
   }, problems);
-  cfg.breaker = parseSection(raw['breaker'], 'breaker', DEFAULT_CONFIG.breaker, { failureThreshold: 'int', cooldownSeconds: 'int' }, problems);
+  cfg.breaker = parseSection(raw['breaker'], 'breaker', DEFAULT_CONFIG.breaker, {
+    failureThreshold: 'int', cooldownSeconds: 'int', probeIntervalSeconds: 'int', trialTimeoutSeconds: 'int',
+  }, problems);
   if (cfg.breaker.failureThreshold < 1) problems.push('breaker.failureThreshold: expected at least 1');
+  if (cfg.breaker.trialTimeoutSeconds < 1) problems.push('breaker.trialTimeoutSeconds: expected at least 1');
   const envProxy: ProxyConfig = {};
   const pick = (...names: string[]): string | undefined => names.map((n) => secrets.env[n]).find((v) => v !== undefined && v !== '');
   const httpProxy = pick('HTTP_PROXY', 'http_proxy');

@@ -62,8 +62,20 @@ export function createMetrics(registry = new Registry()) {
     cacheMaxBytes: new Gauge({ name: 'gantry_cache_max_bytes', help: 'Configured cache size budget (0 = unbounded)', registers: [registry] }),
     upstreamUp: new Gauge({
       name: 'gantry_upstream_up',
-      help: '1 while the upstream circuit is closed (or half-open), 0 while it is open (upstream marked down)',
+      help: '1 while the upstream circuit is closed, 0 while it is open or half-open (upstream marked down, probed)',
       labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    upstreamTransitions: new Counter({
+      name: 'gantry_upstream_transitions_total',
+      help: 'Circuit breaker state changes per upstream, by the state entered (open, half-open, closed)',
+      labelNames: ['upstream', 'to'] as const,
+      registers: [registry],
+    }),
+    upstreamProbes: new Counter({
+      name: 'gantry_upstream_probes_total',
+      help: 'GET /v2/ probes of an upstream marked down, by result (up, down)',
+      labelNames: ['upstream', 'result'] as const,
       registers: [registry],
     }),
     ratelimitLimit: new Gauge({

@@ -5,10 +5,11 @@ import { RegistryError } from '../oci/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './auth.ts';
-import { CircuitBreaker } from './breaker.ts';
+import { CircuitBreaker, type BreakerTransition } from './breaker.ts';
 import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
+const USER_AGENT = 'gantry/0.1';
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 export type UpstreamRequest = {
@@ -85,20 +86,54 @@ export class UpstreamClient {
     const { username, password } = opts.config;
     this.ownBasic = username !== undefined && password !== undefined ? `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` : undefined;
     this.tokens = new TokenCache({ dispatcher: this.dispatcher, timeoutMs: opts.headersTimeoutMs });
+    const b = opts.breaker;
     this.breaker = new CircuitBreaker({
-      threshold: opts.breaker.failureThreshold,
-      cooldownMs: opts.breaker.cooldownSeconds * 1000,
-      onChange: (state) => {
-        this.metrics.upstreamUp.set({ upstream: this.host }, state === 'open' ? 0 : 1);
-        if (state === 'open') this.log.error({ cooldownS: opts.breaker.cooldownSeconds }, 'upstream marked down; serving from cache only');
-        else this.log.warn({ state }, 'upstream circuit changed');
-      },
+      threshold: b.failureThreshold,
+      cooldownMs: b.cooldownSeconds * 1000,
+      trialTimeoutMs: b.trialTimeoutSeconds * 1000,
+      probeIntervalMs: b.probeIntervalSeconds * 1000,
+      probe: (signal) => this.probe(signal),
+      onChange: (t) => this.circuitChanged(t),
     });
     this.metrics.upstreamUp.set({ upstream: this.host }, 1);
   }
 
   async close(): Promise<void> {
+    this.breaker.stop();
     await this.dispatcher.close();
+  }
+
+  /**
+   * The breaker's probe while the upstream is marked down: `GET /v2/`, no
+   * credentials, no redirects. Any HTTP answer below 500 (401 included) means
+   * the registry is back.
+   */
+  private async probe(signal: AbortSignal): Promise<boolean> {
+    let status = 0;
+    try {
+      const res = await request(new URL(this.url + '/v2/'), { method: 'GET', headers: { 'user-agent': USER_AGENT }, dispatcher: this.dispatcher, signal });
+      status = res.statusCode;
+      await res.body.dump();
+    } catch {
+      // refused, reset, timed out: still down
+    }
+    const up = status > 0 && status < 500;
+    this.metrics.upstreamProbes.inc({ upstream: this.host, result: up ? 'up' : 'down' });
+    return up;
+  }
+
+  /** One log line and one counted transition per change; `gantry_upstream_up` is 1 only while closed. */
+  private circuitChanged(t: BreakerTransition): void {
+    this.metrics.upstreamUp.set({ upstream: this.host }, t.to === 'closed' ? 1 : 0);
+    this.metrics.upstreamTransitions.inc({ upstream: this.host, to: t.to });
+    const fields = { from: t.from, to: t.to, reason: t.reason };
+    if (t.to === 'closed') {
+      this.log.warn({ ...fields, downForMs: t.downForMs }, 'upstream is back up; circuit closed');
+    } else if (t.from === 'closed') {
+      this.log.error({ ...fields, retryAfterMs: this.breaker.retryAfterMs() }, 'upstream marked down; serving from cache only');
+    } else {
+      this.log.warn(fields, t.to === 'half-open' ? 'upstream trial request let through' : 'upstream still down');
+    }
   }
 
   /**
@@ -190,13 +225,13 @@ export class UpstreamClient {
       throw new RegistryError('UNAVAILABLE', {
         status: 503,
         message: 'upstream marked down after repeated failures',
-        headers: { 'Retry-After': String(Math.ceil(this.breaker.retryAfterMs() / 1000)) },
+        headers: { 'Retry-After': String(Math.max(1, Math.ceil(this.breaker.retryAfterMs() / 1000))) },
       });
     }
     let url = new URL(this.url + req.path);
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
-      const headers: Record<string, string> = { 'user-agent': 'gantry/0.1' };
+      const headers: Record<string, string> = { 'user-agent': USER_AGENT };
       if (req.accept) headers['accept'] = req.accept;
       if (req.range) headers['range'] = req.range;
       if (auth && url.origin === origin) headers['authorization'] = auth;
@@ -206,7 +241,8 @@ export class UpstreamClient {
         res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal ?? null });
       } catch (err) {
         this.metrics.upstreamRequests.inc({ upstream: this.host, method: req.method, status: '0' });
-        this.breaker.failure();
+        // Our own abort (shutdown, a fill's deadline) says nothing about the upstream.
+        if (!req.signal?.aborted) this.breaker.failure();
         throw upstreamNetworkError(err);
       }
       this.metrics.upstreamDuration.observe({ upstream: this.host, method: req.method }, (performance.now() - started) / 1000);

@@ -26,6 +26,12 @@ export type UpstreamRegistry = {
   url: string;
   host: string;
   port: number;
+  /** PID of the running registry (changes with resume()). */
+  pid(): number;
+  /** Kill the process (SIGKILL when `hard`), keeping its data and port: an upstream that went away. */
+  halt(opts?: { hard?: boolean }): Promise<void>;
+  /** Start it again on the same port and data; resolves once it answers, with that moment (performance.now()). */
+  resume(): Promise<number>;
   stop(): Promise<void>;
 };
 
@@ -89,7 +95,40 @@ function renderConfig(
   return JSON.stringify({ ...config, ...extraConfig }, null, 2);
 }
 
+type Running = { child: ChildProcess; exited: Promise<void>; readyAt: number };
+
 async function launch(dir: string, configPath: string, port: number): Promise<UpstreamRegistry> {
+  const url = `http://127.0.0.1:${port}`;
+  let running: Running | undefined = await spawnReady(configPath, url);
+  let stopping: Promise<void> | undefined;
+  const halt = async (opts: { hard?: boolean } = {}): Promise<void> => {
+    if (!running) return;
+    await kill(running.child, running.exited, opts.hard ? 'SIGKILL' : 'SIGTERM');
+    running = undefined;
+  };
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    port,
+    pid: () => running?.child.pid ?? 0,
+    halt,
+    async resume() {
+      if (running) throw new Error('docker-registry is already running');
+      running = await spawnReady(configPath, url);
+      return running.readyAt;
+    },
+    stop() {
+      stopping ??= (async () => {
+        await halt();
+        await rm(dir, { recursive: true, force: true });
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Spawn the registry and wait until GET /v2/ answers (200, or 401 with auth). */
+async function spawnReady(configPath: string, url: string): Promise<Running> {
   const child = spawn(REGISTRY_BIN, ['serve', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -116,44 +155,32 @@ async function launch(dir: string, configPath: string, port: number): Promise<Up
     throw new Error(`docker-registry exited (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
   };
 
-  const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + READY_DEADLINE_MS;
+  let readyAt = 0;
   for (;;) {
     assertRunning();
     try {
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
       await res.arrayBuffer();
+      readyAt = performance.now();
       if (res.status === 200 || res.status === 401) break;
     } catch {
       // not listening yet
     }
     if (Date.now() > deadline) {
-      await kill(child, exited);
+      await kill(child, exited, 'SIGTERM');
       throw new Error(`docker-registry not ready within ${READY_DEADLINE_MS} ms: ${stderr.trim()}`);
     }
-    await sleep(50);
+    await sleep(20);
   }
   // Another process may own the port and have answered for us; ours would have died on EADDRINUSE.
   await sleep(20);
   assertRunning();
-
-  let stopping: Promise<void> | undefined;
-  return {
-    url,
-    host: `127.0.0.1:${port}`,
-    port,
-    stop() {
-      stopping ??= (async () => {
-        await kill(child, exited);
-        await rm(dir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
-  };
+  return { child, exited, readyAt };
 }
 
-async function kill(child: ChildProcess, exited: Promise<void>): Promise<void> {
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+async function kill(child: ChildProcess, exited: Promise<void>, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) child.kill(signal);
   const graceful = await Promise.race([exited.then(() => true), sleep(3000, false, { ref: false })]);
   if (graceful) return;
   child.kill('SIGKILL');
