@@ -12,7 +12,7 @@ export type BreakerTransition = {
 };
 
 export type BreakerOptions = {
-  /** Consecutive failures (network errors, 5xx) that open the circuit. */
+  /** Consecutive failures (network errors, outage statuses) that open the circuit. */
   threshold: number;
   /** How long an open circuit waits before letting one request through as a trial. */
   cooldownMs: number;
@@ -25,6 +25,16 @@ export type BreakerOptions = {
   onChange?: (t: BreakerTransition) => void;
   now?: () => number;
 };
+
+/**
+ * Upstream answers that say "down" rather than "this request failed": a gateway or load
+ * balancer without a backend, an overloaded registry, a timeout. A 500 is not among them: a
+ * healthy registry answers 500 to some requests (distribution does for a manifest fetched by
+ * a blob's digest), and counting those would let any client open the circuit for everyone.
+ */
+export function isOutageStatus(status: number): boolean {
+  return status === 502 || status === 503 || status === 504;
+}
 
 /** Probes overlap only when a probe is slower than the interval (a black-holed link); never more than this. */
 const MAX_PROBES_IN_FLIGHT = 3;

@@ -5,7 +5,7 @@ import { RegistryError } from '../oci/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './auth.ts';
-import { CircuitBreaker, type BreakerTransition } from './breaker.ts';
+import { CircuitBreaker, isOutageStatus, type BreakerTransition } from './breaker.ts';
 import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
@@ -106,7 +106,7 @@ export class UpstreamClient {
   /**
    * The breaker's probe while the upstream is marked down: `GET /v2/`, no
    * credentials, no redirects. Any HTTP answer below 500 (401 included) means
-   * the registry is back.
+   * the registry is back; a 500 to `/v2/` itself means it is not.
    */
   private async probe(signal: AbortSignal): Promise<boolean> {
     let status = 0;
@@ -247,7 +247,7 @@ export class UpstreamClient {
       }
       this.metrics.upstreamDuration.observe({ upstream: this.host, method: req.method }, (performance.now() - started) / 1000);
       this.metrics.upstreamRequests.inc({ upstream: this.host, method: req.method, status: String(res.statusCode) });
-      if (res.statusCode >= 500) this.breaker.failure();
+      if (isOutageStatus(res.statusCode)) this.breaker.failure();
       else this.breaker.success();
       this.recordRateLimit(res.headers);
       const location = headerString(res.headers['location']);

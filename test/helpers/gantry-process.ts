@@ -3,7 +3,14 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getFreePort } from './free-port.ts';
 
-export type GantryProcess = { url: string; pid: number; child: ChildProcess; kill(signal?: NodeJS.Signals): Promise<void> };
+export type GantryProcess = {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  /** What the process wrote to stderr so far (an uncaught error's stack lands here). */
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+};
 
 /**
  * Run Gantry as a real process (`bin/gantry`), so tests can kill -9 it.
@@ -37,6 +44,7 @@ export async function startGantryProcess(env: Record<string, string>, args: stri
     url,
     pid: child.pid ?? 0,
     child,
+    stderr: () => stderr,
     async kill(signal: NodeJS.Signals = 'SIGKILL') {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CircuitBreaker, type BreakerOptions, type BreakerTransition } from '../../../src/upstream/breaker.ts';
+import { CircuitBreaker, isOutageStatus, type BreakerOptions, type BreakerTransition } from '../../../src/upstream/breaker.ts';
 
 // Fake time: setTimeout and Date.now advance only with mock.timers.tick().
 beforeEach(() => mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000 }));
@@ -182,5 +182,9 @@ describe('CircuitBreaker', () => {
     mock.timers.tick(5_000);
     await flush();
     assert.equal(calls, 1);
+  });
+
+  test('only outage statuses count against an upstream: 502, 503, 504, not 500 or 4xx', () => {
+    assert.deepEqual([400, 404, 429, 500, 501, 502, 503, 504, 505].filter(isOutageStatus), [502, 503, 504]);
   });
 });
