@@ -52,13 +52,13 @@ export type Gantry = {
 const MAX_REQUEST_HEADER_BYTES = 16 * 1024;
 
 /**
- * The cache alone (index opened and reconciled with the disk), for services and for offline
- * commands. Eviction follows config.maxCacheBytes and config.maxUnusedAgeSeconds.
+ * The cache alone, for services and for offline commands; `init()` opens it and reconciles it
+ * with the disk. Eviction follows config.maxCacheBytes and config.maxUnusedAgeSeconds.
  */
-export async function createCache(config: Config, deps: { metrics: Metrics; log: Logger }): Promise<ContentCache> {
+export function createCache(config: Config, deps: { metrics: Metrics; log: Logger }): ContentCache {
   const { metrics, log } = deps;
   const root = resolve(config.cacheDir);
-  const cache = new ContentCache({
+  return new ContentCache({
     files: new FsBlobStore(root),
     index: new LevelIndexStore(join(root, 'index')),
     maxBytes: config.maxCacheBytes,
@@ -67,8 +67,6 @@ export async function createCache(config: Config, deps: { metrics: Metrics; log:
     metrics,
     log,
   });
-  await cache.init();
-  return cache;
 }
 
 /** Build every service from a Config, without listening. The only place real dependencies are wired. */
@@ -76,7 +74,8 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   const log = createLogger(config.logLevel, opts.logDestination);
   const metrics = createMetrics();
   const shutdown = new AbortController();
-  const cache = await createCache(config, { metrics, log });
+  const cache = createCache(config, { metrics, log });
+  await cache.init();
   metrics.cacheMaxBytes.set(config.maxCacheBytes);
 
   const upstreams = new Upstreams(

@@ -30,7 +30,9 @@ export type ConfigOverrides = Overrides;
 /** Every overridable setting: [override key, setting], top-level ones and the default upstream's. */
 export function overridableSettings(): Array<[overrideKey: string, setting: Setting<unknown>]> {
   const top = [...walkSettings(SETTINGS)].filter(([, s]) => s.env !== undefined || s.flag !== undefined);
-  return [...top, ...upstreamOverrides().map(([key, , s]): [string, Setting<unknown>] => [key, s])];
+  // An entry key's env var or flag sets that key of the default upstream only: the help says so.
+  const ofDefault = upstreamOverrides().map(([key, name, s]): [string, Setting<unknown>] => [key, { ...s, help: `the default upstream's \`${name}\`: ${s.help}` }]);
+  return [...top, ...ofDefault];
 }
 
 /**

@@ -44,6 +44,7 @@ export function parseListen(v: unknown): { host: string; port: number } | undefi
 /** An integer (YAML number, or a string of digits from env or flags) of at least `min`. */
 export function int<O extends Declared<number> & { min: number; max?: number }>(o: O): O & Setting<number> {
   return {
+    metavar: 'N',
     ...o,
     type: o.max === undefined ? `integer ≥ ${o.min}` : `integer ${o.min}–${o.max}`,
     parse(v, key, { problems }) {
@@ -62,6 +63,8 @@ export function int<O extends Declared<number> & { min: number; max?: number }>(
 export function size<O extends Declared<number> & { min?: number }>(o: O): O & Setting<number> {
   const min = o.min ?? 0;
   return {
+    metavar: 'SIZE',
+    docDefault: o.default === undefined ? undefined : `\`${formatSize(o.default)}\``,
     ...o,
     type: min > 0 ? `size ≥ ${formatSize(min)}` : 'size',
     parse(v, key, { problems }) {

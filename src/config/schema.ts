@@ -46,7 +46,6 @@ export const SETTINGS = {
   upstreams,
   defaultUpstream: text({ default: DOCKER_HUB_HOST, lowercase: true, expected: 'a host name', typeName: 'upstream host', help: 'upstream for requests that name none', docDefault: 'first upstream' }),
   auth: {
-    help: 'client authentication and access to restricted content',
     section: {
       htpasswdFile: path({ help: 'htpasswd file (bcrypt entries) of users allowed to use Gantry; unset = no client authentication', docDefault: 'none' }),
       tokenTtlSeconds: int({ default: 300, min: 0, help: "lifetime of the tokens Gantry's own `/token` endpoint issues" }),
@@ -57,7 +56,6 @@ export const SETTINGS = {
     },
   },
   breaker: {
-    help: 'the per-upstream circuit breaker',
     section: {
       failureThreshold: int({ default: 5, min: 1, help: 'consecutive failures that mark an upstream down' }),
       cooldownSeconds: int({ default: 30, min: 0, help: 'after this long one client request is let through as a trial' }),
@@ -70,11 +68,10 @@ export const SETTINGS = {
     },
   },
   proxy: {
-    help: 'outbound proxy',
     section: {
-      httpProxy: text({ envFallback: ['HTTP_PROXY', 'http_proxy'], help: 'proxy for http:// upstreams', docDefault: '`HTTP_PROXY`' }),
-      httpsProxy: text({ envFallback: ['HTTPS_PROXY', 'https_proxy'], help: 'proxy for https:// upstreams', docDefault: '`HTTPS_PROXY`' }),
-      noProxy: text({ envFallback: ['NO_PROXY', 'no_proxy'], help: 'hosts reached directly', docDefault: '`NO_PROXY`' }),
+      httpProxy: text({ envFallback: ['HTTP_PROXY', 'http_proxy'], help: 'proxy for http:// upstreams' }),
+      httpsProxy: text({ envFallback: ['HTTPS_PROXY', 'https_proxy'], help: 'proxy for https:// upstreams' }),
+      noProxy: text({ envFallback: ['NO_PROXY', 'no_proxy'], help: 'hosts reached directly' }),
     },
   },
 } as const;

@@ -39,7 +39,7 @@ export type Setting<V> = {
 };
 
 /** A nested mapping of settings (`auth`, `breaker`, `proxy`). */
-export type Section<F extends Fields> = { readonly section: F; readonly help: string };
+export type Section<F extends Fields> = { readonly section: F };
 
 export type Fields = { readonly [key: string]: Setting<unknown> | Section<Fields> };
 

@@ -16,6 +16,9 @@ import {
   type Config,
 } from '../../../src/config/config.ts';
 import { loadConfig } from '../../../src/config/load-config.ts';
+import { configSourceOf } from '../../../src/cli/config-options.ts';
+import { EXIT_USAGE, parseCommandLine } from '../../../src/cli/main.ts';
+import type { Io } from '../../../src/cli/command.ts';
 
 /** Runs fn, asserts it throws a ConfigError, and returns its problems. */
 function problemsOf(fn: () => unknown): readonly string[] {
@@ -36,6 +39,21 @@ async function problemsOfAsync(fn: () => Promise<unknown>): Promise<readonly str
     return err.problems;
   }
   assert.fail('expected a ConfigError');
+}
+
+/** An Io that keeps what was written. */
+function captureIo(): Io & { stdout(): string; stderr(): string } {
+  let out = '';
+  let err = '';
+  return { out: (s) => void (out += s), err: (s) => void (err += s), stdout: () => out, stderr: () => err };
+}
+
+/** Config as `gantry [serve] <argv>` loads it: the real command line, then file + env + flags. */
+async function loadFromArgv(argv: string[], env: NodeJS.ProcessEnv): Promise<Config> {
+  const io = captureIo();
+  const parsed = await parseCommandLine(argv, io);
+  if ('exitCode' in parsed) assert.fail(`exit ${parsed.exitCode}: ${io.stderr()}`);
+  return loadConfig(configSourceOf(parsed.options), env);
 }
 
 function hasProblem(problems: readonly string[], re: RegExp): boolean {
@@ -398,6 +416,12 @@ describe('parseSize and parseListen', () => {
 });
 
 describe('loadConfig', () => {
+  test('with neither file nor flags it reads only the environment', async () => {
+    assert.equal((await loadConfig({}, { GANTRY_TAG_TTL_SECONDS: '8' })).tagTtlSeconds, 8);
+  });
+});
+
+describe('config from the command line (flags, env, file)', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'gantry-config-test-'));
@@ -407,7 +431,7 @@ describe('loadConfig', () => {
   });
 
   test('no arguments and an empty environment gives the defaults', async () => {
-    const cfg = await loadConfig([], {});
+    const cfg = await loadFromArgv([], {});
     const def = parseConfig(undefined);
     assert.deepEqual(
       [cfg.listen, cfg.cacheDir, cfg.maxCacheBytes, cfg.tagTtlSeconds, cfg.logLevel, cfg.upstreams, cfg.defaultUpstream],
@@ -434,7 +458,7 @@ describe('loadConfig', () => {
         '',
       ].join('\n'),
     );
-    const cfg = await loadConfig(['--config', file], {});
+    const cfg = await loadFromArgv(['--config', file], {});
     assert.deepEqual(cfg.listen, { host: '127.0.0.1', port: 5050 });
     assert.equal(cfg.cacheDir, '/tmp/gantry-cache');
     assert.equal(cfg.maxCacheBytes, 10 * 2 ** 30);
@@ -446,14 +470,14 @@ describe('loadConfig', () => {
   test('-c and GANTRY_CONFIG also name the file', async () => {
     const file = path.join(dir, 'short.yaml');
     await writeFile(file, 'tagTtlSeconds: 7\n');
-    assert.equal((await loadConfig(['-c', file], {})).tagTtlSeconds, 7);
-    assert.equal((await loadConfig([], { GANTRY_CONFIG: file })).tagTtlSeconds, 7);
+    assert.equal((await loadFromArgv(['-c', file], {})).tagTtlSeconds, 7);
+    assert.equal((await loadFromArgv([], { GANTRY_CONFIG: file })).tagTtlSeconds, 7);
   });
 
   test('flags beat env, env beats the file', async () => {
     const file = path.join(dir, 'prec.yaml');
     await writeFile(file, 'listen: ":1000"\ncacheDir: /file\ntagTtlSeconds: 10\nlogLevel: error\n');
-    const cfg = await loadConfig(['--config', file, '--listen', ':3000', '--log-level', 'debug'], {
+    const cfg = await loadFromArgv(['--config', file, '--listen', ':3000', '--log-level', 'debug'], {
       GANTRY_LISTEN: ':2000',
       GANTRY_CACHE_DIR: '/env',
       GANTRY_LOG_LEVEL: 'warn',
@@ -465,7 +489,7 @@ describe('loadConfig', () => {
   });
 
   test('every flag is understood', async () => {
-    const cfg = await loadConfig(
+    const cfg = await loadFromArgv(
       ['--listen', ':6001', '--cache-dir', '/flags', '--upstream-url', 'https://flag.example', '--tag-ttl-seconds', '9', '--max-cache-bytes', '1MiB', '--log-level', 'trace'],
       {},
     );
@@ -479,7 +503,7 @@ describe('loadConfig', () => {
 
   test('a missing config file is a ConfigError naming the file', async () => {
     const missing = path.join(dir, 'does-not-exist.yaml');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', missing], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', missing], {}));
     assert.equal(problems.length, 1);
     assert.ok(problems[0]?.includes(missing), problems.join('\n'));
   });
@@ -487,25 +511,32 @@ describe('loadConfig', () => {
   test('a file that is not valid YAML is a ConfigError naming the file', async () => {
     const file = path.join(dir, 'broken.yaml');
     await writeFile(file, 'listen: [unclosed\n');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', file], {}));
     assert.ok(problems[0]?.includes(file), problems.join('\n'));
   });
 
   test('problems in the file are all reported', async () => {
     const file = path.join(dir, 'bad.yaml');
     await writeFile(file, 'listen: nope\nbogus: 1\n');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', file], {}));
     assert.ok(hasProblem(problems, /^listen:/));
     assert.ok(hasProblem(problems, /^bogus: unknown key/));
   });
 
-  test('an unknown flag or a stray argument is a ConfigError', async () => {
-    await problemsOfAsync(() => loadConfig(['--nope'], {}));
-    await problemsOfAsync(() => loadConfig(['stray'], {}));
+  test('an unknown flag or a stray argument exits 2 with one line naming it', async () => {
+    for (const [argv, named] of [[['--nope'], '--nope'], [['stray'], 'stray']] as const) {
+      const io = captureIo();
+      assert.deepEqual(await parseCommandLine(argv, io), { exitCode: EXIT_USAGE });
+      assert.equal(io.stdout(), '');
+      assert.match(io.stderr(), new RegExp(`^gantry: .*${named}.*\\n$`));
+      assert.equal(io.stderr().trimEnd().split('\n').length, 1, io.stderr());
+    }
   });
 
-  test('--help is a ConfigError carrying the usage', async () => {
-    const problems = await problemsOfAsync(() => loadConfig(['--help'], {}));
-    assert.match(problems[0] ?? '', /^usage: gantry/);
+  test('--help prints the usage and exits 0', async () => {
+    const io = captureIo();
+    assert.deepEqual(await parseCommandLine(['--help'], io), { exitCode: 0 });
+    assert.match(io.stdout(), /^Usage: gantry/);
+    assert.equal(io.stderr(), '');
   });
 });
