@@ -14,7 +14,11 @@ import {
   parseListen,
   parseSize,
   type Config,
+  type SecretSource,
 } from '../../../src/config/config.ts';
+import { SETTINGS } from '../../../src/config/schema.ts';
+import { walkSettings } from '../../../src/config/setting.ts';
+import { UPSTREAM_FIELDS } from '../../../src/config/upstream-config.ts';
 import { loadConfig } from '../../../src/config/load-config.ts';
 import { configSourceOf } from '../../../src/cli/config-options.ts';
 import { EXIT_USAGE, parseCommandLine } from '../../../src/cli/main.ts';
@@ -538,5 +542,111 @@ describe('config from the command line (flags, env, file)', () => {
     assert.deepEqual(await parseCommandLine(['--help'], io), { exitCode: 0 });
     assert.match(io.stdout(), /^Usage: gantry/);
     assert.equal(io.stderr(), '');
+  });
+});
+
+describe('the settings table', () => {
+  const secrets = (env: NodeJS.ProcessEnv = {}, files: Record<string, string> = {}): SecretSource => ({
+    env,
+    readFile: (p) => {
+      const text = files[p];
+      if (text === undefined) throw new Error(`ENOENT: no such file, open '${p}'`);
+      return text;
+    },
+  });
+  const up = { host: 'registry.internal:5000', url: 'https://registry.internal:5000', username: 'mirror' };
+
+  test('every setting has help; env vars and flags are each declared by one setting', () => {
+    const all = [...walkSettings(SETTINGS), ...walkSettings(UPSTREAM_FIELDS, 'upstreams[].')];
+    for (const [key, s] of all) assert.ok(s.help.length > 0, key);
+    const envs = all.flatMap(([, s]) => (s.env ? [s.env] : []));
+    const flags = all.flatMap(([, s]) => (s.flag ? [s.flag] : []));
+    assert.equal(new Set(envs).size, envs.length);
+    assert.equal(new Set(flags).size, flags.length);
+    assert.ok(envs.every((e) => e.startsWith('GANTRY_')), envs.join());
+    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), ['cacheDir', 'listen', 'logLevel', 'maxCacheBytes', 'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername']);
+  });
+
+  test('DEFAULT_CONFIG is the table\'s defaults, frozen all the way down', () => {
+    assert.ok(Object.isFrozen(DEFAULT_CONFIG.auth) && Object.isFrozen(DEFAULT_CONFIG.listen) && Object.isFrozen(DEFAULT_CONFIG.upstreams[0]));
+    assert.deepEqual(DEFAULT_CONFIG.breaker, { failureThreshold: 5, cooldownSeconds: 30, probeIntervalSeconds: 1, trialTimeoutSeconds: 10 });
+    assert.deepEqual(DEFAULT_CONFIG.auth, { tokenTtlSeconds: 300, accessCheckTtlSeconds: 60, failClosed: true, challengePing: true });
+  });
+
+  test('sections: each key by its kind and bounds, unknown keys and non-mappings reported', () => {
+    const cfg = parseConfig({ breaker: { probeIntervalSeconds: 0, trialTimeoutSeconds: 3 }, auth: { failClosed: false, htpasswdFile: '/etc/gantry/htpasswd' } });
+    assert.deepEqual(cfg.breaker, { failureThreshold: 5, cooldownSeconds: 30, probeIntervalSeconds: 0, trialTimeoutSeconds: 3 });
+    assert.equal(cfg.auth.failClosed, false);
+    assert.equal(cfg.auth.htpasswdFile, '/etc/gantry/htpasswd');
+    const problems = problemsOf(() =>
+      parseConfig({ breaker: { failureThreshold: 0, trialTimeoutSeconds: 0, bogus: 1 }, auth: { failClosed: 'no', tokenTtlSeconds: -1 }, proxy: 'http://p' }),
+    );
+    for (const re of [/^breaker\.failureThreshold: expected an integer >= 1, got 0$/, /^breaker\.trialTimeoutSeconds: expected an integer >= 1/, /^breaker\.bogus: unknown key$/, /^auth\.failClosed: expected true or false$/, /^auth\.tokenTtlSeconds: expected an integer >= 0, got -1$/, /^proxy: expected a mapping$/]) {
+      assert.ok(hasProblem(problems, re), `missing ${re}: ${problems.join('\n')}`);
+    }
+    assert.equal(problems.length, 6, problems.join('\n'));
+  });
+
+  test('cacheLowWatermarkPercent is bounded on both sides', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ cacheLowWatermarkPercent: 0 })), /^cacheLowWatermarkPercent: expected an integer >= 1/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ cacheLowWatermarkPercent: 101 })), /^cacheLowWatermarkPercent: expected at most 100$/));
+    assert.equal(parseConfig({ cacheLowWatermarkPercent: 100 }).cacheLowWatermarkPercent, 100);
+  });
+
+  test('proxy settings fall back to HTTP(S)_PROXY / NO_PROXY, and the file wins over them', () => {
+    const env = { HTTPS_PROXY: 'http://env-proxy:3128', no_proxy: '.corp', HTTP_PROXY: '' };
+    assert.deepEqual(parseConfig(undefined, {}, secrets(env)).proxy, { httpsProxy: 'http://env-proxy:3128', noProxy: '.corp' });
+    assert.deepEqual(parseConfig({ proxy: { httpsProxy: 'http://file-proxy:3128' } }, {}, secrets(env)).proxy, { httpsProxy: 'http://file-proxy:3128', noProxy: '.corp' });
+  });
+
+  test('an upstream secret comes inline, from a named variable or from a file (one trailing newline dropped)', () => {
+    const s = secrets({ REG_PW: 'from-env' }, { '/run/secrets/pw': 'from-file\n' });
+    assert.equal(parseConfig({ upstreams: [{ ...up, password: 'inline' }] }, {}, s).upstreams[0]?.password, 'inline');
+    assert.equal(parseConfig({ upstreams: [{ ...up, passwordEnv: 'REG_PW' }] }, {}, s).upstreams[0]?.password, 'from-env');
+    assert.equal(parseConfig({ upstreams: [{ ...up, passwordFile: '/run/secrets/pw' }] }, {}, s).upstreams[0]?.password, 'from-file');
+    const token = parseConfig({ upstreams: [{ host: 'ghcr.io', url: 'https://ghcr.io', tokenFile: '/run/secrets/pw' }] }, {}, s).upstreams[0];
+    assert.deepEqual(token, { host: 'ghcr.io', url: 'https://ghcr.io', token: 'from-file' });
+  });
+
+  test('upstream secret problems name the form used, and never echo a secret', () => {
+    const s = secrets({ REG_PW: 'hunter2' });
+    const problems = problemsOf(() =>
+      parseConfig(
+        {
+          upstreams: [
+            { ...up, password: 'hunter2', passwordEnv: 'REG_PW' },
+            { ...up, host: 'b.io', passwordEnv: 'UNSET_VAR' },
+            { ...up, host: 'c.io', passwordFile: '/missing' },
+            { host: 'd.io', url: 'https://d.io', token: 't', username: 'u', password: 'p' },
+          ],
+        },
+        {},
+        s,
+      ),
+    );
+    assert.ok(hasProblem(problems, /^upstreams\[0\]: set only one of password, passwordEnv$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[1\]\.passwordEnv: environment variable UNSET_VAR is not set$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[2\]\.passwordFile: cannot read \/missing: ENOENT/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[3\]: use either a token or username\/password$/), problems.join('\n'));
+    assert.ok(!problems.some((p) => p.includes('hunter2')));
+  });
+
+  test('upstream entry keys: each by its kind, hosts lowercased', () => {
+    const cfg = parseConfig({
+      upstreams: [{ host: 'Reg.Internal', url: 'https://reg.internal/', prefix: 'internal', virtualHosts: ['Mirror.Corp'], realmHosts: ['Auth.Corp'], allow: ['team/**'], deny: ['team/secret'], serveCachedOn404: true, tagTtlSeconds: '60' }],
+    });
+    assert.deepEqual(cfg.upstreams, [
+      { host: 'reg.internal', url: 'https://reg.internal', prefix: 'internal', virtualHosts: ['mirror.corp'], realmHosts: ['auth.corp'], allow: ['team/**'], deny: ['team/secret'], serveCachedOn404: true, tagTtlSeconds: 60 },
+    ]);
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'bad host', url: 'https://x', prefix: 'Two/Parts', virtualHosts: 'one', serveCachedOn404: 'yes' }, 'not a mapping'] }));
+    for (const re of [/^upstreams\[0\]\.host: expected a registry host/, /^upstreams\[0\]\.prefix: expected one lowercase path component/, /^upstreams\[0\]\.virtualHosts: expected a list of strings$/, /^upstreams\[0\]\.serveCachedOn404: expected true or false$/, /^upstreams\[1\]: expected a mapping$/]) {
+      assert.ok(hasProblem(problems, re), `missing ${re}: ${problems.join('\n')}`);
+    }
+  });
+
+  test('a prefix or virtual host that selects two upstreams is a problem', () => {
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'a.io', url: 'https://a.io', prefix: 'p' }, { host: 'b.io', url: 'https://b.io', prefix: 'p', virtualHosts: ['v'] }, { host: 'c.io', url: 'https://c.io', virtualHosts: ['v'] }] }));
+    assert.ok(hasProblem(problems, /^upstreams: p selects both a\.io and b\.io$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams: v selects both b\.io and c\.io$/), problems.join('\n'));
   });
 });
