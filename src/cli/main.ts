@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config.ts';
 import { loadConfig } from '../config/load-config.ts';
 import type { CliCommand, Io } from './command.ts';
@@ -18,9 +19,16 @@ export const EXIT_USAGE = 2;
 
 export type Invocation = { name: CommandName; options: Readonly<Record<string, unknown>> };
 
+/** package.json sits two levels up from both src/cli/ and dist/cli/ (the image ships it too). */
+function packageVersion(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
 function buildProgram(io: Io, chosen: (inv: Invocation) => void): Command {
   const program = new Command('gantry')
     .description('Pull-through caching mirror for OCI / Docker registries.')
+    .version(packageVersion(), '-V, --version')
     .addHelpText('after', `\nWithout a command, gantry runs \`${DEFAULT_COMMAND}\`. \`gantry <command> --help\` shows a command's options.`)
     .exitOverride()
     .configureOutput({

@@ -5,6 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -62,6 +63,13 @@ describe('bin/gantry help and usage errors', () => {
 });
 
 describe('what a command line selects', () => {
+  test('--version prints package.json\'s version and exits 0', async () => {
+    const io = captureIo();
+    assert.deepEqual(await parseCommandLine(['--version'], io), { exitCode: 0 });
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(io.stdout(), `${pkg.version}\n`);
+  });
+
   test('no command, or only options, is serve', async () => {
     assert.deepEqual(await parseCommandLine([], captureIo()), { name: 'serve', options: {} });
     assert.deepEqual(await parseCommandLine(['--listen', ':1', '-c', 'f.yaml'], captureIo()), { name: 'serve', options: { listen: ':1', config: 'f.yaml' } });
