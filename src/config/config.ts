@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { DEFAULT_CONFIG, SETTINGS, type Config } from './schema.ts';
 import { isRecord, parseFields, walkSettings, type Overrides, type SecretSource, type Setting } from './setting.ts';
-import { applyUpstreamOverrides, upstreamOverrides } from './upstream-config.ts';
+import { applyUpstreamOverrides, UPSTREAM_FIELDS, upstreamOverrides } from './upstream-config.ts';
 
 /**
  * Validating a config document plus overrides into a Config, reporting every problem at once.
@@ -21,11 +21,13 @@ export class ConfigError extends Error {
   }
 }
 
+type Overridable<F> = { [K in keyof F]: F[K] extends { env: string } | { flag: string } ? K & string : never }[keyof F];
+
 /**
  * Overrides from env vars and flags, in config vocabulary: a setting's key (`listen`), or
  * `upstream<Key>` (`upstreamUrl`) for the default upstream's entry keys. All optional strings.
  */
-export type ConfigOverrides = Overrides;
+export type ConfigOverrides = { readonly [K in Overridable<typeof SETTINGS> | `upstream${Capitalize<Overridable<typeof UPSTREAM_FIELDS>>}`]?: string | undefined };
 
 /** Every overridable setting: [override key, setting], top-level ones and the default upstream's. */
 export function overridableSettings(): Array<[overrideKey: string, setting: Setting<unknown>]> {
@@ -65,7 +67,7 @@ export function parseConfig(
 
 /** Read the environment variables of the settings table into overrides. */
 export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
-  const out: Record<string, string | undefined> = {};
+  const out: Overrides & Record<string, string | undefined> = {};
   for (const [key, s] of overridableSettings()) {
     if (s.env === undefined) continue;
     // An empty variable (GANTRY_LISTEN= in a compose file) means unset, not an invalid value.
