@@ -7,10 +7,11 @@ import type { ConfigSource } from '../config/load-config.ts';
  * (config/schema.ts) that declares one, so a new flag is a new `flag:` there and nothing here.
  */
 
-type ConfigOption = { option: Option; overrideKey: string };
+/** A shared option, and the setting it overrides (none for --config, which names the file). */
+type ConfigOption = { option: Option; overrideKey: string | undefined };
 
 function configOptions(): ConfigOption[] {
-  const out: ConfigOption[] = [{ option: new Option('-c, --config <FILE>', 'YAML config file (env GANTRY_CONFIG)'), overrideKey: '' }];
+  const out: ConfigOption[] = [{ option: new Option('-c, --config <FILE>', 'YAML config file (env GANTRY_CONFIG)'), overrideKey: undefined }];
   for (const [overrideKey, s] of overridableSettings()) {
     if (s.flag === undefined) continue;
     const env = s.env ? ` (env ${s.env})` : '';
@@ -32,7 +33,7 @@ export function configSourceOf(opts: Readonly<Record<string, unknown>>): ConfigS
   for (const { option, overrideKey } of configOptions()) {
     const v = opts[option.attributeName()];
     if (typeof v !== 'string') continue;
-    if (overrideKey === '') configPath = v;
+    if (overrideKey === undefined) configPath = v;
     else flags[overrideKey] = v;
   }
   return { configPath, flags: flags satisfies ConfigOverrides };

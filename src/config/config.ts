@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { DEFAULT_CONFIG, SETTINGS, type Config } from './schema.ts';
-import { isRecord, parseFields, walkSettings, type Overrides, type SecretSource, type Setting } from './setting.ts';
+import { isRecord, parseFields, walkSettings, type SecretSource, type Setting } from './setting.ts';
 import { applyUpstreamOverrides, UPSTREAM_FIELDS, upstreamOverrides } from './upstream-config.ts';
 
 /**
@@ -67,7 +67,7 @@ export function parseConfig(
 
 /** Read the environment variables of the settings table into overrides. */
 export function overridesFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
-  const out: Overrides & Record<string, string | undefined> = {};
+  const out: Record<string, string | undefined> = {};
   for (const [key, s] of overridableSettings()) {
     if (s.env === undefined) continue;
     // An empty variable (GANTRY_LISTEN= in a compose file) means unset, not an invalid value.

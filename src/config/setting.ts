@@ -117,8 +117,8 @@ export function parseFields<F extends Fields>(
     const value = overrides[key] ?? raw[name] ?? fallbackOf(s, ctx.secrets.env);
     const given = value !== undefined || s.required === true || (s.aliases ?? []).some((a) => raw[a] !== undefined);
     const parsed = given ? s.parse(value, key, { ...ctx, record: raw }) : undefined;
-    const result = parsed ?? s.default;
-    if (result !== undefined) out[name] = parsed === undefined ? structuredClone(result) : result;
+    if (parsed !== undefined) out[name] = parsed;
+    else if (s.default !== undefined) out[name] = structuredClone(s.default);
   }
   return out as ValuesOf<F>;
 }
