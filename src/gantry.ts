@@ -17,6 +17,29 @@ import { AccessGuard } from './auth/access-guard.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 
+/**
+ * Everything Gantry is made of, built once from a Config: what serving, `gantry verify` and the
+ * subcommands that need the cache without a listener (import, export, prefetch) share.
+ */
+export type Services = {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  cache: ContentCache;
+  upstreams: Upstreams;
+  guard: AccessGuard;
+  blobs: PullThroughBlobs;
+  manifests: PullThroughManifests;
+  tokens: GantryTokens;
+  htpasswd: Htpasswd | undefined;
+  /** Aborts background work (fills) at once; close() does it too. */
+  abort(): void;
+  /** Aborts background work, then closes the upstream connections and the index. Idempotent. */
+  close(): Promise<void>;
+};
+
+export type ServicesOptions = { logDestination?: DestinationStream };
+
 export type Gantry = {
   /** `http://host:port` actually bound (port 0 resolved). */
   url: string;
@@ -28,13 +51,14 @@ export type Gantry = {
 
 const MAX_REQUEST_HEADER_BYTES = 16 * 1024;
 
-/** Build every service from a Config and start listening. The only place real dependencies are wired. */
-export async function startGantry(config: Config, opts: { logDestination?: DestinationStream } = {}): Promise<Gantry> {
-  const log = createLogger(config.logLevel, opts.logDestination);
-  const metrics = createMetrics();
-  const shutdown = new AbortController();
+/**
+ * The cache alone, for services and for offline commands; `init()` opens it and reconciles it
+ * with the disk. Eviction follows config.maxCacheBytes and config.maxUnusedAgeSeconds.
+ */
+export function createCache(config: Config, deps: { metrics: Metrics; log: Logger }): ContentCache {
+  const { metrics, log } = deps;
   const root = resolve(config.cacheDir);
-  const cache = new ContentCache({
+  return new ContentCache({
     files: new FsBlobStore(root),
     index: new LevelIndexStore(join(root, 'index')),
     maxBytes: config.maxCacheBytes,
@@ -43,6 +67,14 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     metrics,
     log,
   });
+}
+
+/** Build every service from a Config, without listening. The only place real dependencies are wired. */
+export async function createServices(config: Config, opts: ServicesOptions = {}): Promise<Services> {
+  const log = createLogger(config.logLevel, opts.logDestination);
+  const metrics = createMetrics();
+  const shutdown = new AbortController();
+  const cache = createCache(config, { metrics, log });
   await cache.init();
   metrics.cacheMaxBytes.set(config.maxCacheBytes);
 
@@ -76,13 +108,34 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
   });
+  const tokens = new GantryTokens(config.auth.tokenTtlSeconds);
+  const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
+
+  let closing: Promise<void> | undefined;
+  const abort = (): void => shutdown.abort();
+  return {
+    config, log, metrics, cache, upstreams, guard, blobs, manifests, tokens, htpasswd, abort,
+    close() {
+      closing ??= (async () => {
+        abort();
+        await upstreams.close();
+        await cache.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Serve the services over HTTP until close(); close() also closes the services. */
+export async function listen(services: Services): Promise<Gantry> {
+  const { config, upstreams, blobs, manifests, metrics, log, cache } = services;
   let ready = true;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
     maxPassthroughBytes: config.maxManifestBytes,
     authConfig: config.auth,
-    tokens: new GantryTokens(config.auth.tokenTtlSeconds),
-    htpasswd: config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined,
+    tokens: services.tokens,
+    htpasswd: services.htpasswd,
     isReady: () => ready,
     verifyCache: (o) => cache.verifyAll(o),
     adminRemote: config.adminRemote,
@@ -104,7 +157,7 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
   server.setTimeout(config.clientIdleTimeoutMs);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  log.info({ listen: `${host}:${addr.port}`, cacheDir: root, upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) }, 'gantry listening');
+  log.info({ listen: `${host}:${addr.port}`, cacheDir: resolve(config.cacheDir), upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) }, 'gantry listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -115,16 +168,27 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
     close() {
       closing ??= (async () => {
         ready = false;
-        shutdown.abort();
+        services.abort();
         await new Promise<void>((r) => {
           server.close(() => r());
           if ('closeAllConnections' in server) server.closeAllConnections();
         });
-        await upstreams.close();
-        await cache.close();
+        await services.close();
         log.info('gantry stopped');
       })();
       return closing;
     },
   };
+}
+
+/** Build every service from a Config and start listening. */
+export async function startGantry(config: Config, opts: ServicesOptions = {}): Promise<Gantry> {
+  const services = await createServices(config, opts);
+  try {
+    return await listen(services);
+  } catch (err) {
+    // The port was taken (or similar): release the index lock rather than leave it held.
+    await services.close();
+    throw err;
+  }
 }

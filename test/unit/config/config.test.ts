@@ -14,8 +14,15 @@ import {
   parseListen,
   parseSize,
   type Config,
+  type SecretSource,
 } from '../../../src/config/config.ts';
+import { SETTINGS } from '../../../src/config/schema.ts';
+import { walkSettings } from '../../../src/config/setting.ts';
+import { UPSTREAM_FIELDS } from '../../../src/config/upstream-config.ts';
 import { loadConfig } from '../../../src/config/load-config.ts';
+import { configSourceOf } from '../../../src/cli/config-options.ts';
+import { EXIT_USAGE, parseCommandLine } from '../../../src/cli/main.ts';
+import type { Io } from '../../../src/cli/command.ts';
 
 /** Runs fn, asserts it throws a ConfigError, and returns its problems. */
 function problemsOf(fn: () => unknown): readonly string[] {
@@ -36,6 +43,21 @@ async function problemsOfAsync(fn: () => Promise<unknown>): Promise<readonly str
     return err.problems;
   }
   assert.fail('expected a ConfigError');
+}
+
+/** An Io that keeps what was written. */
+function captureIo(): Io & { stdout(): string; stderr(): string } {
+  let out = '';
+  let err = '';
+  return { out: (s) => void (out += s), err: (s) => void (err += s), stdout: () => out, stderr: () => err };
+}
+
+/** Config as `gantry [serve] <argv>` loads it: the real command line, then file + env + flags. */
+async function loadFromArgv(argv: string[], env: NodeJS.ProcessEnv): Promise<Config> {
+  const io = captureIo();
+  const parsed = await parseCommandLine(argv, io);
+  if ('exitCode' in parsed) assert.fail(`exit ${parsed.exitCode}: ${io.stderr()}`);
+  return loadConfig(configSourceOf(parsed.options), env);
 }
 
 function hasProblem(problems: readonly string[], re: RegExp): boolean {
@@ -398,6 +420,12 @@ describe('parseSize and parseListen', () => {
 });
 
 describe('loadConfig', () => {
+  test('with neither file nor flags it reads only the environment', async () => {
+    assert.equal((await loadConfig({}, { GANTRY_TAG_TTL_SECONDS: '8' })).tagTtlSeconds, 8);
+  });
+});
+
+describe('config from the command line (flags, env, file)', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'gantry-config-test-'));
@@ -407,7 +435,7 @@ describe('loadConfig', () => {
   });
 
   test('no arguments and an empty environment gives the defaults', async () => {
-    const cfg = await loadConfig([], {});
+    const cfg = await loadFromArgv([], {});
     const def = parseConfig(undefined);
     assert.deepEqual(
       [cfg.listen, cfg.cacheDir, cfg.maxCacheBytes, cfg.tagTtlSeconds, cfg.logLevel, cfg.upstreams, cfg.defaultUpstream],
@@ -434,7 +462,7 @@ describe('loadConfig', () => {
         '',
       ].join('\n'),
     );
-    const cfg = await loadConfig(['--config', file], {});
+    const cfg = await loadFromArgv(['--config', file], {});
     assert.deepEqual(cfg.listen, { host: '127.0.0.1', port: 5050 });
     assert.equal(cfg.cacheDir, '/tmp/gantry-cache');
     assert.equal(cfg.maxCacheBytes, 10 * 2 ** 30);
@@ -446,14 +474,14 @@ describe('loadConfig', () => {
   test('-c and GANTRY_CONFIG also name the file', async () => {
     const file = path.join(dir, 'short.yaml');
     await writeFile(file, 'tagTtlSeconds: 7\n');
-    assert.equal((await loadConfig(['-c', file], {})).tagTtlSeconds, 7);
-    assert.equal((await loadConfig([], { GANTRY_CONFIG: file })).tagTtlSeconds, 7);
+    assert.equal((await loadFromArgv(['-c', file], {})).tagTtlSeconds, 7);
+    assert.equal((await loadFromArgv([], { GANTRY_CONFIG: file })).tagTtlSeconds, 7);
   });
 
   test('flags beat env, env beats the file', async () => {
     const file = path.join(dir, 'prec.yaml');
     await writeFile(file, 'listen: ":1000"\ncacheDir: /file\ntagTtlSeconds: 10\nlogLevel: error\n');
-    const cfg = await loadConfig(['--config', file, '--listen', ':3000', '--log-level', 'debug'], {
+    const cfg = await loadFromArgv(['--config', file, '--listen', ':3000', '--log-level', 'debug'], {
       GANTRY_LISTEN: ':2000',
       GANTRY_CACHE_DIR: '/env',
       GANTRY_LOG_LEVEL: 'warn',
@@ -465,7 +493,7 @@ describe('loadConfig', () => {
   });
 
   test('every flag is understood', async () => {
-    const cfg = await loadConfig(
+    const cfg = await loadFromArgv(
       ['--listen', ':6001', '--cache-dir', '/flags', '--upstream-url', 'https://flag.example', '--tag-ttl-seconds', '9', '--max-cache-bytes', '1MiB', '--log-level', 'trace'],
       {},
     );
@@ -479,7 +507,7 @@ describe('loadConfig', () => {
 
   test('a missing config file is a ConfigError naming the file', async () => {
     const missing = path.join(dir, 'does-not-exist.yaml');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', missing], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', missing], {}));
     assert.equal(problems.length, 1);
     assert.ok(problems[0]?.includes(missing), problems.join('\n'));
   });
@@ -487,25 +515,138 @@ describe('loadConfig', () => {
   test('a file that is not valid YAML is a ConfigError naming the file', async () => {
     const file = path.join(dir, 'broken.yaml');
     await writeFile(file, 'listen: [unclosed\n');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', file], {}));
     assert.ok(problems[0]?.includes(file), problems.join('\n'));
   });
 
   test('problems in the file are all reported', async () => {
     const file = path.join(dir, 'bad.yaml');
     await writeFile(file, 'listen: nope\nbogus: 1\n');
-    const problems = await problemsOfAsync(() => loadConfig(['--config', file], {}));
+    const problems = await problemsOfAsync(() => loadFromArgv(['--config', file], {}));
     assert.ok(hasProblem(problems, /^listen:/));
     assert.ok(hasProblem(problems, /^bogus: unknown key/));
   });
 
-  test('an unknown flag or a stray argument is a ConfigError', async () => {
-    await problemsOfAsync(() => loadConfig(['--nope'], {}));
-    await problemsOfAsync(() => loadConfig(['stray'], {}));
+  test('an unknown flag or a stray argument exits 2 with one line naming it', async () => {
+    for (const [argv, named] of [[['--nope'], '--nope'], [['stray'], 'stray']] as const) {
+      const io = captureIo();
+      assert.deepEqual(await parseCommandLine(argv, io), { exitCode: EXIT_USAGE });
+      assert.equal(io.stdout(), '');
+      assert.match(io.stderr(), new RegExp(`^gantry: .*${named}.*\\n$`));
+      assert.equal(io.stderr().trimEnd().split('\n').length, 1, io.stderr());
+    }
   });
 
-  test('--help is a ConfigError carrying the usage', async () => {
-    const problems = await problemsOfAsync(() => loadConfig(['--help'], {}));
-    assert.match(problems[0] ?? '', /^usage: gantry/);
+  test('--help prints the usage and exits 0', async () => {
+    const io = captureIo();
+    assert.deepEqual(await parseCommandLine(['--help'], io), { exitCode: 0 });
+    assert.match(io.stdout(), /^Usage: gantry/);
+    assert.equal(io.stderr(), '');
+  });
+});
+
+describe('the settings table', () => {
+  const secrets = (env: NodeJS.ProcessEnv = {}, files: Record<string, string> = {}): SecretSource => ({
+    env,
+    readFile: (p) => {
+      const text = files[p];
+      if (text === undefined) throw new Error(`ENOENT: no such file, open '${p}'`);
+      return text;
+    },
+  });
+  const up = { host: 'registry.internal:5000', url: 'https://registry.internal:5000', username: 'mirror' };
+
+  test('every setting has help; env vars and flags are each declared by one setting', () => {
+    const all = [...walkSettings(SETTINGS), ...walkSettings(UPSTREAM_FIELDS, 'upstreams[].')];
+    for (const [key, s] of all) assert.ok(s.help.length > 0, key);
+    const envs = all.flatMap(([, s]) => (s.env ? [s.env] : []));
+    const flags = all.flatMap(([, s]) => (s.flag ? [s.flag] : []));
+    assert.equal(new Set(envs).size, envs.length);
+    assert.equal(new Set(flags).size, flags.length);
+    assert.ok(envs.every((e) => e.startsWith('GANTRY_')), envs.join());
+    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), ['cacheDir', 'listen', 'logLevel', 'maxCacheBytes', 'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername']);
+  });
+
+  test('DEFAULT_CONFIG is the table\'s defaults, frozen all the way down', () => {
+    assert.ok(Object.isFrozen(DEFAULT_CONFIG.auth) && Object.isFrozen(DEFAULT_CONFIG.listen) && Object.isFrozen(DEFAULT_CONFIG.upstreams[0]));
+    assert.deepEqual(DEFAULT_CONFIG.breaker, { failureThreshold: 5, cooldownSeconds: 30, probeIntervalSeconds: 1, trialTimeoutSeconds: 10 });
+    assert.deepEqual(DEFAULT_CONFIG.auth, { tokenTtlSeconds: 300, accessCheckTtlSeconds: 60, failClosed: true, challengePing: true });
+  });
+
+  test('sections: each key by its kind and bounds, unknown keys and non-mappings reported', () => {
+    const cfg = parseConfig({ breaker: { probeIntervalSeconds: 0, trialTimeoutSeconds: 3 }, auth: { failClosed: false, htpasswdFile: '/etc/gantry/htpasswd' } });
+    assert.deepEqual(cfg.breaker, { failureThreshold: 5, cooldownSeconds: 30, probeIntervalSeconds: 0, trialTimeoutSeconds: 3 });
+    assert.equal(cfg.auth.failClosed, false);
+    assert.equal(cfg.auth.htpasswdFile, '/etc/gantry/htpasswd');
+    const problems = problemsOf(() =>
+      parseConfig({ breaker: { failureThreshold: 0, trialTimeoutSeconds: 0, bogus: 1 }, auth: { failClosed: 'no', tokenTtlSeconds: -1 }, proxy: 'http://p' }),
+    );
+    for (const re of [/^breaker\.failureThreshold: expected an integer >= 1, got 0$/, /^breaker\.trialTimeoutSeconds: expected an integer >= 1/, /^breaker\.bogus: unknown key$/, /^auth\.failClosed: expected true or false$/, /^auth\.tokenTtlSeconds: expected an integer >= 0, got -1$/, /^proxy: expected a mapping$/]) {
+      assert.ok(hasProblem(problems, re), `missing ${re}: ${problems.join('\n')}`);
+    }
+    assert.equal(problems.length, 6, problems.join('\n'));
+  });
+
+  test('cacheLowWatermarkPercent is bounded on both sides', () => {
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ cacheLowWatermarkPercent: 0 })), /^cacheLowWatermarkPercent: expected an integer >= 1/));
+    assert.ok(hasProblem(problemsOf(() => parseConfig({ cacheLowWatermarkPercent: 101 })), /^cacheLowWatermarkPercent: expected at most 100$/));
+    assert.equal(parseConfig({ cacheLowWatermarkPercent: 100 }).cacheLowWatermarkPercent, 100);
+  });
+
+  test('proxy settings fall back to HTTP(S)_PROXY / NO_PROXY, and the file wins over them', () => {
+    const env = { HTTPS_PROXY: 'http://env-proxy:3128', no_proxy: '.corp', HTTP_PROXY: '' };
+    assert.deepEqual(parseConfig(undefined, {}, secrets(env)).proxy, { httpsProxy: 'http://env-proxy:3128', noProxy: '.corp' });
+    assert.deepEqual(parseConfig({ proxy: { httpsProxy: 'http://file-proxy:3128' } }, {}, secrets(env)).proxy, { httpsProxy: 'http://file-proxy:3128', noProxy: '.corp' });
+  });
+
+  test('an upstream secret comes inline, from a named variable or from a file (one trailing newline dropped)', () => {
+    const s = secrets({ REG_PW: 'from-env' }, { '/run/secrets/pw': 'from-file\n' });
+    assert.equal(parseConfig({ upstreams: [{ ...up, password: 'inline' }] }, {}, s).upstreams[0]?.password, 'inline');
+    assert.equal(parseConfig({ upstreams: [{ ...up, passwordEnv: 'REG_PW' }] }, {}, s).upstreams[0]?.password, 'from-env');
+    assert.equal(parseConfig({ upstreams: [{ ...up, passwordFile: '/run/secrets/pw' }] }, {}, s).upstreams[0]?.password, 'from-file');
+    const token = parseConfig({ upstreams: [{ host: 'ghcr.io', url: 'https://ghcr.io', tokenFile: '/run/secrets/pw' }] }, {}, s).upstreams[0];
+    assert.deepEqual(token, { host: 'ghcr.io', url: 'https://ghcr.io', token: 'from-file' });
+  });
+
+  test('upstream secret problems name the form used, and never echo a secret', () => {
+    const s = secrets({ REG_PW: 'hunter2' });
+    const problems = problemsOf(() =>
+      parseConfig(
+        {
+          upstreams: [
+            { ...up, password: 'hunter2', passwordEnv: 'REG_PW' },
+            { ...up, host: 'b.io', passwordEnv: 'UNSET_VAR' },
+            { ...up, host: 'c.io', passwordFile: '/missing' },
+            { host: 'd.io', url: 'https://d.io', token: 't', username: 'u', password: 'p' },
+          ],
+        },
+        {},
+        s,
+      ),
+    );
+    assert.ok(hasProblem(problems, /^upstreams\[0\]: set only one of password, passwordEnv$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[1\]\.passwordEnv: environment variable UNSET_VAR is not set$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[2\]\.passwordFile: cannot read \/missing: ENOENT/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[3\]: use either a token or username\/password$/), problems.join('\n'));
+    assert.ok(!problems.some((p) => p.includes('hunter2')));
+  });
+
+  test('upstream entry keys: each by its kind, hosts lowercased', () => {
+    const cfg = parseConfig({
+      upstreams: [{ host: 'Reg.Internal', url: 'https://reg.internal/', prefix: 'internal', virtualHosts: ['Mirror.Corp'], realmHosts: ['Auth.Corp'], allow: ['team/**'], deny: ['team/secret'], serveCachedOn404: true, tagTtlSeconds: '60' }],
+    });
+    assert.deepEqual(cfg.upstreams, [
+      { host: 'reg.internal', url: 'https://reg.internal', prefix: 'internal', virtualHosts: ['mirror.corp'], realmHosts: ['auth.corp'], allow: ['team/**'], deny: ['team/secret'], serveCachedOn404: true, tagTtlSeconds: 60 },
+    ]);
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'bad host', url: 'https://x', prefix: 'Two/Parts', virtualHosts: 'one', serveCachedOn404: 'yes' }, 'not a mapping'] }));
+    for (const re of [/^upstreams\[0\]\.host: expected a registry host/, /^upstreams\[0\]\.prefix: expected one lowercase path component/, /^upstreams\[0\]\.virtualHosts: expected a list of strings$/, /^upstreams\[0\]\.serveCachedOn404: expected true or false$/, /^upstreams\[1\]: expected a mapping$/]) {
+      assert.ok(hasProblem(problems, re), `missing ${re}: ${problems.join('\n')}`);
+    }
+  });
+
+  test('a prefix or virtual host that selects two upstreams is a problem', () => {
+    const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'a.io', url: 'https://a.io', prefix: 'p' }, { host: 'b.io', url: 'https://b.io', prefix: 'p', virtualHosts: ['v'] }, { host: 'c.io', url: 'https://c.io', virtualHosts: ['v'] }] }));
+    assert.ok(hasProblem(problems, /^upstreams: p selects both a\.io and b\.io$/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams: v selects both b\.io and c\.io$/), problems.join('\n'));
   });
 });

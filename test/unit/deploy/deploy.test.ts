@@ -542,7 +542,7 @@ async function configMapConfig(configPath: string) {
   try {
     const file = path.join(dir, key);
     await writeFile(file, cm.data[key]);
-    return await loadConfig(['--config', file], {});
+    return await loadConfig({ configPath: file }, {});
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -16,7 +16,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 describe('bin/gantry picks dist/ or src/', () => {
   let dir: string;
   const run = (): string => {
-    const r = spawnSync(path.join(dir, 'bin', 'gantry'), ['--flag'], { encoding: 'utf8', env: { ...process.env, GANTRY_NODE: process.execPath } });
+    const { UV_THREADPOOL_SIZE: _, ...env } = process.env;
+    const r = spawnSync(path.join(dir, 'bin', 'gantry'), ['--flag'], { encoding: 'utf8', env: { ...env, GANTRY_NODE: process.execPath } });
     assert.equal(r.status, 0, r.stderr);
     return r.stdout.trim();
   };
@@ -24,7 +25,7 @@ describe('bin/gantry picks dist/ or src/', () => {
     const t = Date.now() / 1000 - secondsAgo;
     utimesSync(file, t, t);
   };
-  const print = (what: string): string => `console.log(${JSON.stringify(what)} + ' ' + process.argv.slice(2).join(' ') + ' ' + process.env.UV_USE_IO_URING);\n`;
+  const print = (what: string): string => `console.log(${JSON.stringify(what)} + ' ' + process.argv.slice(2).join(' ') + ' ' + process.env.UV_USE_IO_URING + ' ' + process.env.UV_THREADPOOL_SIZE);\n`;
 
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'gantry-launcher-'));
@@ -38,7 +39,7 @@ describe('bin/gantry picks dist/ or src/', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 
   test('without a build it runs src/main.ts, with the arguments and runtime settings', () => {
-    assert.equal(run(), 'src --flag 0');
+    assert.equal(run(), 'src --flag 0 16');
   });
 
   test('a build newer than every source runs dist/main.js', () => {
@@ -46,16 +47,16 @@ describe('bin/gantry picks dist/ or src/', () => {
     age(path.join(dir, 'src', 'main.ts'), 60);
     age(path.join(dir, 'src', 'http', 'routes.ts'), 60);
     writeFileSync(path.join(dir, 'dist', 'main.js'), print('dist'));
-    assert.equal(run(), 'dist --flag 0');
+    assert.equal(run(), 'dist --flag 0 16');
   });
 
   test('a source file edited after the build sends it back to src/', () => {
     writeFileSync(path.join(dir, 'src', 'http', 'routes.ts'), '// edited\n');
-    assert.equal(run(), 'src --flag 0');
+    assert.equal(run(), 'src --flag 0 16');
   });
 
   test('an image without src/ runs dist/', () => {
     rmSync(path.join(dir, 'src'), { recursive: true });
-    assert.equal(run(), 'dist --flag 0');
+    assert.equal(run(), 'dist --flag 0 16');
   });
 });

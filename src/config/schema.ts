@@ -1,0 +1,95 @@
+import { bool, int, listen, oneOf, path, size, text, url } from './kinds.ts';
+import { defaultsOf, type Setting, type ValuesOf } from './setting.ts';
+import { parseUpstreamList, type UpstreamConfig } from './upstream-config.ts';
+
+/**
+ * Gantry's settings, each declared once: key, kind and bounds, default, env var, flag and help.
+ * The Config type, DEFAULT_CONFIG, validation, env and flag parsing, the CLI's options and the
+ * README's configuration table (`npm run docs:config`) are all derived from this table.
+ * Precedence (highest first): command-line flag, environment variable, config file, default.
+ */
+
+export const DOCKER_HUB_HOST = 'docker.io';
+export const DOCKER_HUB_URL = 'https://registry-1.docker.io';
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+const upstreams: { default: UpstreamConfig[] } & Setting<UpstreamConfig[]> = {
+  type: 'list of upstreams (below)',
+  help: 'the registries mirrored',
+  default: [{ host: DOCKER_HUB_HOST, url: DOCKER_HUB_URL }],
+  docDefault: 'Docker Hub',
+  parse: parseUpstreamList,
+};
+
+export const SETTINGS = {
+  listen: listen({ default: { host: '0.0.0.0', port: 5000 }, env: 'GANTRY_LISTEN', flag: 'listen', help: 'host:port to listen on; `:port` means all interfaces', docDefault: '`0.0.0.0:5000`' }),
+  cacheDir: path({ default: './data', env: 'GANTRY_CACHE_DIR', flag: 'cache-dir', metavar: 'DIR', help: 'blobs, LevelDB index, temp files' }),
+  maxCacheBytes: size({ default: 0, env: 'GANTRY_MAX_CACHE_BYTES', flag: 'max-cache-bytes', help: 'high watermark: `50GiB`, `500MB` or bytes', docDefault: '`0` (unbounded)' }),
+  cacheLowWatermarkPercent: int({ default: 90, min: 1, max: 100, help: 'eviction frees space down to this share of the budget' }),
+  maxUnusedAgeSeconds: int({ default: 0, min: 0, help: 'evict blobs unread for this long', docDefault: '`0` (off)' }),
+  tagTtlSeconds: int({ default: 300, min: 0, env: 'GANTRY_TAG_TTL_SECONDS', flag: 'tag-ttl-seconds', help: 'trust a tag this long before a revalidating HEAD' }),
+  logLevel: oneOf(LOG_LEVELS, { default: 'info', env: 'GANTRY_LOG_LEVEL', flag: 'log-level', metavar: 'LEVEL', help: 'pino level' }),
+  cacheWriteTimeoutMs: int({ default: 5 * 60_000, min: 1, help: 'longest one blob fill may run, so a stalled upstream cannot pin a fill forever' }),
+  upstreamHeadersTimeoutMs: int({ default: 30_000, min: 1, help: 'how long to wait for upstream response headers' }),
+  upstreamBodyTimeoutMs: int({ default: 60_000, min: 1, help: 'longest silence in an upstream body before the fill is abandoned' }),
+  clientIdleTimeoutMs: int({
+    default: 5 * 60_000,
+    min: 0,
+    help: 'close a client connection with no I/O for this long (a client that stopped reading); 0 = never; must exceed `upstreamBodyTimeoutMs`',
+  }),
+  maxManifestBytes: size({ default: 4 * 2 ** 20, min: 1024, help: 'largest manifest or tags answer accepted' }),
+  maxConcurrentFills: int({ default: 64, min: 1, help: 'blob downloads at once; later misses wait up to `fillQueueTimeoutMs`, then get a 503' }),
+  fillQueueTimeoutMs: int({ default: 30_000, min: 0, help: 'how long a miss waits for a download slot' }),
+  fillResumeAttempts: int({ default: 3, min: 0, help: '`Range` resumes of a cut download before giving up' }),
+  diskErrorBackoffSeconds: int({ default: 30, min: 1, help: 'after a cache write error (disk full), stream misses uncached this long, then try again' }),
+  adminRemote: bool({ default: false, help: 'serve `/admin/*` (cache verification) to non-loopback clients too' }),
+  upstreams,
+  defaultUpstream: text({ default: DOCKER_HUB_HOST, lowercase: true, expected: 'a host name', typeName: 'upstream host', help: 'upstream for requests that name none', docDefault: 'first upstream' }),
+  auth: {
+    section: {
+      htpasswdFile: path({ help: 'htpasswd file (bcrypt entries) of users allowed to use Gantry; unset = no client authentication', docDefault: 'none' }),
+      tokenTtlSeconds: int({ default: 300, min: 0, help: "lifetime of the tokens Gantry's own `/token` endpoint issues" }),
+      accessCheckTtlSeconds: int({ default: 60, min: 0, help: "memory of an upstream's yes/no for a credential and repository" }),
+      failClosed: bool({ default: true, help: 'refuse restricted content when the upstream cannot be asked (false: serve it)' }),
+      challengePing: bool({ default: true, help: "`GET /v2/` without credentials gets Gantry's challenge, so clients that only log in after a ping send credentials" }),
+      realm: text({ typeName: 'URL', help: "public URL of Gantry's token endpoint, behind a TLS-terminating proxy", docDefault: 'from the request' }),
+    },
+  },
+  breaker: {
+    section: {
+      failureThreshold: int({
+        default: 5,
+        min: 1,
+        help: 'consecutive failures (network errors, timeouts, 502/503/504; not 500, which a healthy registry answers to some requests) that mark an upstream down',
+      }),
+      cooldownSeconds: int({ default: 30, min: 0, help: 'after this long one client request is let through as a trial' }),
+      probeIntervalSeconds: int({
+        default: 1,
+        min: 0,
+        help: 'while an upstream is marked down, probe its `GET /v2/` this often and close the circuit on the first answer below 500; 0 = no probes',
+      }),
+      trialTimeoutSeconds: int({ default: 10, min: 1, help: 'deadline of the half-open trial and of each probe, so neither can wedge the breaker' }),
+    },
+  },
+  proxy: {
+    section: {
+      httpProxy: text({ envFallback: ['HTTP_PROXY', 'http_proxy'], help: 'proxy for http:// upstreams' }),
+      httpsProxy: text({ envFallback: ['HTTPS_PROXY', 'https_proxy'], help: 'proxy for https:// upstreams' }),
+      noProxy: text({ envFallback: ['NO_PROXY', 'no_proxy'], help: 'hosts reached directly' }),
+    },
+  },
+} as const;
+
+export type Config = ValuesOf<typeof SETTINGS>;
+export type AuthConfig = Config['auth'];
+export type BreakerConfig = Config['breaker'];
+export type ProxyConfig = Config['proxy'];
+export type { UpstreamConfig };
+
+function deepFreeze<T>(v: T): Readonly<T> {
+  if (typeof v === 'object' && v !== null) for (const x of Object.values(v)) deepFreeze(x);
+  return Object.freeze(v);
+}
+
+/** The defaults, frozen all the way down: parsing clones them, never mutates them. */
+export const DEFAULT_CONFIG: Readonly<Config> = deepFreeze(defaultsOf(SETTINGS));
