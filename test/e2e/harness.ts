@@ -5,7 +5,7 @@
 // configuration under test.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -447,15 +447,4 @@ async function killMentioning(marker: string): Promise<void> {
     }
     await sleep(100);
   }
-}
-
-/** Why this file cannot run here, if it cannot: the engines need root (they mount, chown, use namespaces). */
-export function skipUnlessRoot(): string | undefined {
-  return process.getuid?.() === 0 ? undefined : 'the e2e tier runs container engines, which need root';
-}
-
-/** Fail early, with the fix, when a binary the file needs is missing. */
-export function assertInstalled(...bins: string[]): void {
-  const absent = bins.filter((b) => !existsSync(b));
-  assert.deepEqual(absent, [], `not installed: ${absent.join(', ')}; run: bash scripts/ensure-system-deps.sh`);
 }
