@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -6,14 +6,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { getFreePort } from '../test/helpers/free-port.ts';
+import { answers, onFreePort, startSupervisedChild } from '../test/helpers/supervised-child.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const NODE_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
 const READY_DEADLINE_MS = 20_000;
-const PORT_ATTEMPTS = 5;
 const MiB = 2 ** 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -102,109 +101,50 @@ type LaunchSpec = {
   cwd?: string;
   /** Decides whether a log line is worth reporting. */
   isNotable: (line: string) => boolean;
+  /** stop(): how long SIGTERM has before SIGKILL. */
+  graceMs: number;
 };
-
-class PortInUseError extends Error {}
 
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
-  // Everything is on loopback: a proxy from the environment would only get in the way.
-  for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy']) delete env[k];
+  // Everything is on loopback: a proxy from the environment would only get in the way, and
+  // neither would a config file named by the environment.
+  for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'GANTRY_CONFIG']) delete env[k];
   return env;
 }
 
-async function launch(spec: LaunchSpec, url: string, host: string): Promise<MirrorProcess> {
-  const child: ChildProcess = spawn(spec.command, spec.args, {
-    cwd: spec.cwd,
-    env: spec.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let tail = '';
+/** Start the spec on `port` and wait until GET /v2/ answers (401: a mirror that challenges the ping is up all the same). */
+async function launch(spec: LaunchSpec, port: number): Promise<MirrorProcess> {
+  const host = `127.0.0.1:${port}`;
+  const url = `http://${host}`;
   const notable: Array<{ at: number; line: string }> = [];
   let notableCount = 0;
-  const onData = (chunk: string): void => {
-    tail = (tail + chunk).slice(-16_384);
-    for (const line of chunk.split('\n')) {
-      if (line.trim() === '' || !spec.isNotable(line)) continue;
+  const proc = await startSupervisedChild({
+    name: spec.name,
+    command: spec.command,
+    args: spec.args,
+    ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
+    ...(spec.env !== undefined ? { env: spec.env } : {}),
+    onLine: (line) => {
+      if (!spec.isNotable(line)) return;
       notableCount += 1;
       if (notable.length < 200) notable.push({ at: Date.now(), line: line.length > 600 ? `${line.slice(0, 600)}…` : line });
-    }
-  };
-  for (const s of [child.stdout, child.stderr]) {
-    s?.setEncoding('utf8');
-    s?.on('data', onData);
-  }
-  let closed = false;
-  let stopping = false;
-  let exitInfo: string | undefined;
-  const exited = new Promise<void>((resolve) =>
-    child.once('close', (code, signal) => {
-      closed = true;
-      if (!stopping) exitInfo = `${spec.name} exited unexpectedly (code ${code}, signal ${signal}): ${tail.trim().slice(-2000)}`;
-      resolve();
-    }),
-  );
-  let spawnError: Error | undefined;
-  child.once('error', (err) => {
-    spawnError = err;
+    },
+    ready: () => answers(`${url}/v2/`, (s) => s === 200 || s === 401),
+    readyTimeoutMs: READY_DEADLINE_MS,
+    pollMs: 50,
+    settleMs: 50,
+    graceMs: spec.graceMs,
   });
-
-  const kill = async (): Promise<void> => {
-    stopping = true;
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    if (await Promise.race([exited.then(() => true), sleep(6000, false, { ref: false })])) return;
-    child.kill('SIGKILL');
-    await Promise.race([exited, sleep(3000, undefined, { ref: false })]);
-  };
-
-  const deadline = Date.now() + READY_DEADLINE_MS;
-  for (;;) {
-    if (spawnError) throw spawnError;
-    if (closed) {
-      if (/address already in use|EADDRINUSE/i.test(tail)) throw new PortInUseError(tail);
-      throw new Error(`${spec.name} exited during start-up: ${tail.trim().slice(-2000)}`);
-    }
-    try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      // 401: a mirror that challenges the ping (token auth) is up all the same.
-      if (res.status === 200 || res.status === 401) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await kill();
-      throw new Error(`${spec.name} not ready within ${READY_DEADLINE_MS} ms: ${tail.trim().slice(-2000)}`);
-    }
-    await sleep(50);
-  }
-  await sleep(50);
-  if (closed) throw new PortInUseError(tail); // someone else answered on that port
-
   return {
     name: spec.name,
-    pid: child.pid ?? -1,
+    pid: proc.pid,
     url,
     host,
     notable: () => ({ count: notableCount, lines: [...notable] }),
-    exitInfo: () => exitInfo,
-    stop: kill,
+    exitInfo: proc.exitInfo,
+    stop: () => proc.stop(),
   };
-}
-
-async function launchOnFreePort(make: (port: number) => Promise<LaunchSpec>): Promise<MirrorProcess> {
-  let last: unknown;
-  for (let i = 0; i < PORT_ATTEMPTS; i++) {
-    const port = await getFreePort();
-    const host = `127.0.0.1:${port}`;
-    try {
-      return await launch(await make(port), `http://${host}`, host);
-    } catch (err) {
-      last = err;
-      if (!(err instanceof PortInUseError)) throw err;
-    }
-  }
-  throw new Error(`no free port after ${PORT_ATTEMPTS} attempts`, { cause: last });
 }
 
 /** pino JSON at warn (40) or above, or anything that is not JSON (a crash trace). */
@@ -227,33 +167,43 @@ export function buildGantry(): void {
   if (r.status !== 0) throw new Error(`npm run build failed: ${r.stdout}${r.stderr}${r.error?.message ?? ''}`);
 }
 
-/** Gantry as its own process (`bin/gantry`, running the fresh build), configured through GANTRY_* variables. */
-export async function startGantryProcess(upstreamUrl: string): Promise<MirrorProcess> {
+/**
+ * Gantry as its own process (`bin/gantry`, running the fresh build) with a fresh cache directory,
+ * configured through GANTRY_* variables; `env` adds or overrides some (e.g. GANTRY_MAX_CACHE_BYTES).
+ */
+export async function startGantryProcess(upstreamUrl: string, env: Record<string, string> = {}): Promise<MirrorProcess & { cacheDir: string }> {
   if (!existsSync(NODE_BIN)) throw new Error(`${NODE_BIN} not found: run npm ci`);
   buildGantry();
   const cacheDir = await mkdtemp(path.join(tmpdir(), 'gantry-bench-'));
   try {
-    const proc = await launchOnFreePort(async (port) => ({
-      name: 'gantry',
-      command: path.join(REPO_ROOT, 'bin', 'gantry'),
-      args: [],
-      cwd: REPO_ROOT,
-      env: cleanEnv({
-        GANTRY_LISTEN: `127.0.0.1:${port}`,
-        GANTRY_CACHE_DIR: cacheDir,
-        GANTRY_UPSTREAM_URL: upstreamUrl,
-        GANTRY_LOG_LEVEL: 'warn',
-        // bin/gantry is how npm start and deploy/ launch it (runtime flags live there). BENCH_GANTRY_NODE
-        // swaps in another Node, e.g. a wrapper script adding --trace-gc.
-        GANTRY_NODE: process.env['BENCH_GANTRY_NODE'] ?? NODE_BIN,
-      }),
-      isNotable: gantryNotable,
-    }));
-    const stop = proc.stop;
+    const proc = await onFreePort((port) =>
+      launch(
+        {
+          name: 'gantry',
+          command: path.join(REPO_ROOT, 'bin', 'gantry'),
+          args: [],
+          cwd: REPO_ROOT,
+          env: cleanEnv({
+            GANTRY_LISTEN: `127.0.0.1:${port}`,
+            GANTRY_CACHE_DIR: cacheDir,
+            GANTRY_UPSTREAM_URL: upstreamUrl,
+            GANTRY_LOG_LEVEL: 'warn',
+            // bin/gantry is how npm start and deploy/ launch it (runtime flags live there). BENCH_GANTRY_NODE
+            // swaps in another Node, e.g. a wrapper script adding --trace-gc.
+            GANTRY_NODE: process.env['BENCH_GANTRY_NODE'] ?? NODE_BIN,
+            ...env,
+          }),
+          isNotable: gantryNotable,
+          graceMs: 10_000,
+        },
+        port,
+      ),
+    );
     return {
       ...proc,
+      cacheDir,
       async stop() {
-        await stop();
+        await proc.stop();
         await rm(cacheDir, { recursive: true, force: true });
       },
     };
@@ -268,7 +218,7 @@ export async function startBaselineProxy(remoteUrl: string): Promise<MirrorProce
   if (!existsSync(REGISTRY_BIN)) throw new Error(`${REGISTRY_BIN} not found: apt-get install docker-registry`);
   const dir = await mkdtemp(path.join(tmpdir(), 'baseline-bench-'));
   try {
-    const proc = await launchOnFreePort(async (port) => {
+    const proc = await onFreePort(async (port) => {
       const config = {
         version: '0.1',
         log: { level: 'warn', accesslog: { disabled: true } },
@@ -282,20 +232,23 @@ export async function startBaselineProxy(remoteUrl: string): Promise<MirrorProce
       };
       const configPath = path.join(dir, 'config.yml');
       await writeFile(configPath, JSON.stringify(config, null, 2)); // JSON is YAML
-      return {
-        name: 'baseline',
-        command: REGISTRY_BIN,
-        args: ['serve', configPath],
-        env: cleanEnv({}),
-        // The RepositoryRemover warning is printed at every start with the filesystem driver in proxy mode.
-        isNotable: (line) => /level=(warn|warning|error|fatal|panic)|^panic:|goroutine \d+ \[/i.test(line) && !/RempositoryRemover|RepositoryRemover/.test(line),
-      };
+      return launch(
+        {
+          name: 'baseline',
+          command: REGISTRY_BIN,
+          args: ['serve', configPath],
+          env: cleanEnv({}),
+          // The RepositoryRemover warning is printed at every start with the filesystem driver in proxy mode.
+          isNotable: (line) => /level=(warn|warning|error|fatal|panic)|^panic:|goroutine \d+ \[/i.test(line) && !/RempositoryRemover|RepositoryRemover/.test(line),
+          graceMs: 6_000,
+        },
+        port,
+      );
     });
-    const stop = proc.stop;
     return {
       ...proc,
       async stop() {
-        await stop();
+        await proc.stop();
         await rm(dir, { recursive: true, force: true });
       },
     };

@@ -19,23 +19,15 @@
  * were no errors and both RSS and fds are flat, 1 otherwise, 2 on bad arguments, 130 on Ctrl-C.
  * Everything binds to 127.0.0.1; every process and temp dir is removed at the end and on Ctrl-C.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Agent, request, type Dispatcher } from 'undici';
 import { buildImage, makeLayer, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type BuiltImage } from '../test/fixtures/images.ts';
-import { getFreePort } from '../test/helpers/free-port.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../test/helpers/upstream-registry.ts';
-import { buildGantry } from './procs.ts';
+import { startGantryProcess } from './procs.ts';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const NODE_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
 const MiB = 2 ** 20;
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -84,99 +76,6 @@ function parseOptions(argv: string[]): Options {
     smallImages: int('small-images', values['small-images'], 10, 1, 1000),
     coldPerSecond: int('cold-per-second', values['cold-per-second'], 4, 0, 100),
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Gantry as its own process
-
-type GantryProc = { pid: number; url: string; notable: () => { count: number; lines: string[] }; exitInfo: () => string | undefined; stop(): Promise<void> };
-
-/** pino JSON at warn (40) or above, or anything that is not JSON (a crash trace). */
-function notableLine(line: string): boolean {
-  try {
-    const rec = JSON.parse(line) as { level?: unknown };
-    return typeof rec.level === 'number' ? rec.level >= 40 : true;
-  } catch {
-    return true;
-  }
-}
-
-async function startGantryProcess(upstreamUrl: string, cacheDir: string, maxCacheBytes: number): Promise<GantryProc> {
-  buildGantry(); // bin/gantry then runs dist/, as npm start and the image do
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await getFreePort();
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      GANTRY_LISTEN: `127.0.0.1:${port}`,
-      GANTRY_CACHE_DIR: cacheDir,
-      GANTRY_UPSTREAM_URL: upstreamUrl,
-      GANTRY_LOG_LEVEL: 'warn',
-      GANTRY_MAX_CACHE_BYTES: String(maxCacheBytes),
-    };
-    // Everything is on loopback: a proxy from the environment would only get in the way.
-    for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'GANTRY_CONFIG']) delete env[k];
-    const child: ChildProcess = spawn(path.join(REPO_ROOT, 'bin', 'gantry'), [], { cwd: REPO_ROOT, env: { ...env, GANTRY_NODE: NODE_BIN }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let tail = '';
-    const notable: string[] = [];
-    let notableCount = 0;
-    let partial = '';
-    const onData = (chunk: string): void => {
-      tail = (tail + chunk).slice(-16_384);
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.trim() === '' || !notableLine(line)) continue;
-        notableCount++;
-        if (notable.length < 100) notable.push(line.length > 500 ? `${line.slice(0, 500)}…` : line);
-      }
-    };
-    child.stdout?.setEncoding('utf8').on('data', onData);
-    child.stderr?.setEncoding('utf8').on('data', onData);
-    let closed = false;
-    let stopping = false;
-    let exitInfo: string | undefined;
-    const exited = new Promise<void>((resolve) =>
-      child.once('close', (code, signal) => {
-        closed = true;
-        if (!stopping) exitInfo = `gantry exited unexpectedly (code ${code}, signal ${signal}): ${tail.trim().slice(-2000)}`;
-        resolve();
-      }),
-    );
-    child.once('error', (err) => {
-      exitInfo = `gantry could not be started: ${err.message}`;
-    });
-    const stop = async (): Promise<void> => {
-      stopping = true;
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      if (await Promise.race([exited.then(() => true), sleep(10_000, false, { ref: false })])) return;
-      child.kill('SIGKILL');
-      await Promise.race([exited, sleep(5_000, undefined, { ref: false })]);
-    };
-    const url = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 20_000;
-    let ready = false;
-    while (!closed && Date.now() < deadline) {
-      try {
-        const res = await request(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await res.body.dump();
-        if (res.statusCode === 200) {
-          ready = true;
-          break;
-        }
-      } catch {
-        // not listening yet
-      }
-      await sleep(50);
-    }
-    if (ready && !closed) {
-      return { pid: child.pid ?? -1, url, notable: () => ({ count: notableCount, lines: [...notable] }), exitInfo: () => exitInfo, stop };
-    }
-    await stop();
-    lastError = new Error(`gantry did not start: ${tail.trim().slice(-2000)}`);
-    if (!/EADDRINUSE|address already in use/i.test(tail)) break;
-  }
-  throw lastError;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,11 +384,9 @@ async function main(): Promise<number> {
     const totalMiB = blobs.reduce((a, b) => a + b.blob.size, 0) / MiB;
     log(`pushed ${images.length} images, ${blobs.length} blobs, ${totalMiB.toFixed(1)} MiB (cache budget ${opts.maxCacheMiB} MiB)`);
 
-    const cacheDir = await mkdtemp(path.join(tmpdir(), 'gantry-soak-'));
-    cleanups.push(() => rm(cacheDir, { recursive: true, force: true }));
-    const gantry = await startGantryProcess(registry.url, cacheDir, opts.maxCacheMiB * MiB);
+    const gantry = await startGantryProcess(registry.url, { GANTRY_MAX_CACHE_BYTES: String(opts.maxCacheMiB * MiB) });
     cleanups.push(() => gantry.stop());
-    log(`gantry pid ${gantry.pid} at ${gantry.url} (bin/gantry, cache ${cacheDir})`);
+    log(`gantry pid ${gantry.pid} at ${gantry.url} (bin/gantry, cache ${gantry.cacheDir})`);
 
     const world: World = { url: gantry.url, images, blobs, cold: [] };
     const stats = new Stats();
@@ -598,7 +495,7 @@ async function main(): Promise<number> {
     const notable = gantry.notable();
     if (notable.count > 0) {
       console.log(`gantry warnings/errors: ${notable.count}${notable.count > notable.lines.length ? ` (first ${notable.lines.length})` : ''}`);
-      for (const l of notable.lines.slice(0, 10)) console.log(`  ${l}`);
+      for (const l of notable.lines.slice(0, 10)) console.log(`  ${l.line}`);
     } else {
       console.log('gantry warnings/errors: none');
     }

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { closeWithin, listenOnLoopback } from '../helpers/loopback.ts';
 
 /** One thing a client sent to the mirror: a TLS ClientHello, or an HTTP request head. */
 export type TappedRequest =
@@ -35,7 +36,7 @@ const MAX_CAPTURED_BODY = 8 * 1024;
  * GET, `?ns=`, Authorization, a TLS probe) without changing a single byte of it: a TLS ClientHello
  * reaches Gantry exactly as the engine sent it.
  */
-export function startClientTap(target: { host: string; port: number }): Promise<ClientTap> {
+export async function startClientTap(target: { host: string; port: number }): Promise<ClientTap> {
   let records: TappedRequest[] = [];
   const sockets = new Set<net.Socket>();
 
@@ -110,51 +111,37 @@ export function startClientTap(target: { host: string; port: number }): Promise<
     upstream.on('close', close);
   });
 
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const addr = server.address();
-      if (addr === null || typeof addr === 'string') {
-        reject(new Error('client-tap: unexpected server address'));
-        return;
-      }
-      const host = `127.0.0.1:${addr.port}`;
-      let stopped: Promise<void> | undefined;
-      resolve({
-        host,
-        url: `http://${host}`,
-        get requests() {
-          return records;
-        },
-        http(filter = {}) {
-          return records.filter((r): r is Extract<TappedRequest, { kind: 'http' }> => {
-            if (r.kind !== 'http') return false;
-            if (filter.method !== undefined && r.method !== filter.method.toUpperCase()) return false;
-            const t = filter.targetIncludes;
-            if (t === undefined) return true;
-            if (typeof t === 'string') return r.target.includes(t);
-            t.lastIndex = 0;
-            return t.test(r.target);
-          });
-        },
-        tlsProbes() {
-          return records.filter((r) => r.kind === 'tls').length;
-        },
-        reset() {
-          records = [];
-        },
-        stop() {
-          stopped ??= new Promise<void>((done, fail) => {
-            const deadline = setTimeout(() => fail(new Error('client-tap: server did not close within 5 s')), 5000);
-            server.close(() => {
-              clearTimeout(deadline);
-              done();
-            });
-            for (const s of sockets) s.destroy();
-          });
-          return stopped;
-        },
+  const port = await listenOnLoopback(server);
+  const host = `127.0.0.1:${port}`;
+  let stopped: Promise<void> | undefined;
+  return {
+    host,
+    url: `http://${host}`,
+    get requests() {
+      return records;
+    },
+    http(filter = {}) {
+      return records.filter((r): r is Extract<TappedRequest, { kind: 'http' }> => {
+        if (r.kind !== 'http') return false;
+        if (filter.method !== undefined && r.method !== filter.method.toUpperCase()) return false;
+        const t = filter.targetIncludes;
+        if (t === undefined) return true;
+        if (typeof t === 'string') return r.target.includes(t);
+        t.lastIndex = 0;
+        return t.test(r.target);
       });
-    });
-  });
+    },
+    tlsProbes() {
+      return records.filter((r) => r.kind === 'tls').length;
+    },
+    reset() {
+      records = [];
+    },
+    stop() {
+      stopped ??= closeWithin(server, 'client-tap', () => {
+        for (const s of sockets) s.destroy();
+      });
+      return stopped;
+    },
+  };
 }

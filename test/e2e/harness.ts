@@ -5,7 +5,7 @@
 // configuration under test.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { buildImage, buildIndex, pushImage, type BuiltImage, type BuiltIndex } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder, type ForwardedRequest } from '../helpers/counting-forwarder.ts';
 import { startMirror, type Mirror } from '../helpers/mirror.ts';
+import { startSupervisedChild, type SupervisedChild } from '../helpers/supervised-child.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
 import { startClientTap, type ClientTap, type TappedRequest } from './client-tap.ts';
 
@@ -387,82 +388,63 @@ export async function startDaemon(opts: {
   graceMs?: number;
   env?: NodeJS.ProcessEnv;
 }): Promise<Daemon> {
-  const fd = openSync(opts.logFile, 'a');
-  const proc = spawn(opts.file, opts.args, { env: opts.env ?? process.env, stdio: ['ignore', fd, fd], detached: true });
-  closeSync(fd);
-  const pid = proc.pid;
-  let exited = false;
-  const exit = new Promise<void>((r) =>
-    proc.once('exit', () => {
-      exited = true;
-      r();
-    }),
-  );
-  let spawnError: Error | undefined;
-  proc.once('error', (err) => {
-    spawnError = err;
-    exited = true;
-  });
-  if (pid === undefined) {
-    await sleep(0); // let 'error' arrive
-    throw spawnError ?? new Error(`${opts.file}: spawn failed`);
-  }
-  liveGroups.add(pid);
-  const log = (): Promise<string> => readFile(opts.logFile, 'utf8').catch(() => '');
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (!exited) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          // gone
-        }
-        await Promise.race([exit, sleep(opts.graceMs ?? 15_000, undefined, { ref: false })]);
-      }
-      killGroup(pid, 'SIGKILL'); // anything left in the group
-      liveGroups.delete(pid);
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const left = (await pidsMentioning(opts.marker)).filter(alive);
-        if (left.length === 0) break;
-        if (Date.now() > deadline) throw new Error(`processes still running after SIGKILL: ${left.join(', ')}`);
-        for (const p of left) {
-          try {
-            process.kill(p, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
-        await sleep(100);
-      }
-    })());
-
-  const readyTimeoutMs = opts.readyTimeoutMs ?? 30_000;
-  const deadline = Date.now() + readyTimeoutMs;
+  let spawned: number | undefined;
+  const killStragglers = async (): Promise<void> => {
+    if (spawned !== undefined) liveGroups.delete(spawned);
+    await killMentioning(opts.marker);
+  };
+  let proc: SupervisedChild;
   try {
-    for (;;) {
-      if (spawnError) throw spawnError;
-      if (exited) throw new Error(`${opts.file} exited during start-up:\n${(await log()).slice(-4000)}`);
-      if (await opts.ready().catch(() => false)) break;
-      if (Date.now() > deadline) throw new Error(`${opts.file} not ready within ${readyTimeoutMs} ms:\n${(await log()).slice(-4000)}`);
-      await sleep(100);
-    }
+    proc = await startSupervisedChild({
+      name: opts.file,
+      command: opts.file,
+      args: opts.args,
+      ...(opts.env ? { env: opts.env } : {}),
+      logFile: opts.logFile,
+      group: true,
+      onSpawn: (pid) => {
+        spawned = pid;
+        liveGroups.add(pid);
+      },
+      ready: opts.ready,
+      readyTimeoutMs: opts.readyTimeoutMs ?? 30_000,
+      pollMs: 100,
+      graceMs: opts.graceMs ?? 15_000,
+    });
   } catch (err) {
-    await stop().catch(() => {});
+    await killStragglers().catch(() => {});
     throw err;
   }
-  return { pid, logFile: opts.logFile, log, stop };
+  let stopping: Promise<void> | undefined;
+  return {
+    pid: proc.pid,
+    logFile: opts.logFile,
+    log: proc.output,
+    stop: () =>
+      (stopping ??= (async () => {
+        try {
+          await proc.stop();
+        } finally {
+          await killStragglers();
+        }
+      })()),
+  };
 }
 
-/** Why this file cannot run here, if it cannot: the engines need root (they mount, chown, use namespaces). */
-export function skipUnlessRoot(): string | undefined {
-  return process.getuid?.() === 0 ? undefined : 'the e2e tier runs container engines, which need root';
-}
-
-/** Fail early, with the fix, when a binary the file needs is missing. */
-export function assertInstalled(...bins: string[]): void {
-  const absent = bins.filter((b) => !existsSync(b));
-  assert.deepEqual(absent, [], `not installed: ${absent.join(', ')}; run: bash scripts/ensure-system-deps.sh`);
+/** SIGKILL, by pid, every process whose command line mentions `marker`, until none is left (bounded). */
+async function killMentioning(marker: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const left = (await pidsMentioning(marker)).filter(alive);
+    if (left.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`processes still running after SIGKILL: ${left.join(', ')}`);
+    for (const p of left) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await sleep(100);
+  }
 }

@@ -3,32 +3,16 @@
 // --runroot, vfs), no host containers.conf or storage.conf. Docker Hub itself is unreachable here,
 // so every successful pull came from Gantry. A path-prefixed mirror location
 // (deploy/examples/registries-path-prefix.conf) is covered, with private images, by private.test.ts.
-import { after, before, describe, test } from 'node:test';
+// The pull scenario itself is test/e2e/scenarios.ts.
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PODMAN, preparePodman, type Podman } from './engines.ts';
-import {
-  assertFetchedOnce, assertInstalled, assertNothingFetched, child, configDigest, CREDS, describeCredentialUse, describeTap, IMAGES, MIRROR_CREDS, pulledBlobs,
-  renderExample, REPOS, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
-} from './harness.ts';
-
-let env: E2eEnv;
-let dir: string;
-let engine: Podman;
-let baseEnv: NodeJS.ProcessEnv;
-
-function podman(args: string[], opts: { env?: NodeJS.ProcessEnv; allowFailure?: boolean } = {}) {
-  return engine.podman(args, opts);
-}
+import { child, configDigest, CREDS, describeCredentialUse, IMAGES, MIRROR_CREDS, renderExample, REPOS, TAG, type E2eEnv, type Pulled } from './harness.ts';
+import { runPullScenarios, type PullEngine } from './scenarios.ts';
 
 type Inspect = { Id: string; Digest: string; RepoDigests: string[]; Architecture: string; Os: string };
-
-async function inspect(ref: string): Promise<Inspect> {
-  const [first] = JSON.parse((await podman(['image', 'inspect', ref])).stdout) as Inspect[];
-  assert.ok(first, `podman image inspect ${ref}`);
-  return first;
-}
 
 const hex = (digest: string): string => digest.slice('sha256:'.length);
 
@@ -41,76 +25,74 @@ const PULLS: Array<{ args: string[]; ref: string; id: string; arch: string; dige
   { args: ['--arch', 'arm64', `docker.io/${REPOS.multi}:${TAG}`], ref: `docker.io/${REPOS.multi}:${TAG}`, id: configDigest(child(IMAGES.multi, 'arm64')), arch: 'arm64', digest: IMAGES.multi.manifestDigest, pulled: { repo: REPOS.multi, image: IMAGES.multi, arches: ['arm64'] } },
 ];
 
-async function pullAll(): Promise<void> {
-  for (const p of PULLS) {
-    const { stdout } = await podman(['pull', '--quiet', ...p.args]);
-    assert.equal(stdout.trim(), hex(p.id), `podman pull ${p.args.join(' ')} prints the image ID`);
-    const img = await inspect(p.ref);
-    assert.equal(`sha256:${img.Id}`, p.id, `${p.args.join(' ')}: image ID is the config digest`);
-    assert.equal(img.Digest, p.digest, `${p.args.join(' ')}: digest is the one the tag points at`);
-    assert.equal(img.Architecture, p.arch);
-    assert.equal(img.Os, 'linux');
-  }
-}
+type PodmanEngine = PullEngine & {
+  dir: string;
+  /** podman's environment without credentials (REGISTRY_AUTH_FILE: an empty auth.json). */
+  baseEnv: NodeJS.ProcessEnv;
+  podman: Podman['podman'];
+  inspect(ref: string): Promise<Inspect>;
+};
 
-async function removeAllImages(): Promise<void> {
-  await podman(['rmi', '--all', '--force']);
-  assert.equal((await podman(['images', '--all', '--quiet'])).stdout.trim(), '', 'no image left');
-}
-
-describe('podman with deploy/examples/registries.conf', { skip: skipUnlessRoot(), timeout: 240_000 }, () => {
-  before(async () => {
-    assertInstalled(PODMAN);
-    env = await startE2eEnv('podman');
-    dir = join(env.tmp, 'podman');
-    await mkdir(dir, { recursive: true });
-    const registriesConf = join(dir, 'registries.conf');
-    const text = await renderExample('registries.conf', env.mirrorHost, registriesConf);
-    assert.ok(text.includes(`location = "${env.mirrorHost}"`));
-    await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n');
-    engine = await preparePodman({ dir, registriesConf, authFile: join(dir, 'no-auth.json') }); // no credentials
-    baseEnv = engine.env;
-  });
-
-  after(async () => {
-    try {
-      if (engine !== undefined) await podman(['rmi', '--all', '--force'], { allowFailure: true }).catch(() => {});
-    } finally {
-      await env?.stop();
-    }
-  });
-
-  test('first pull: every image comes through Gantry, each object fetched upstream once', async (t) => {
-    env.tap.reset();
-    const since = env.fwd.requests.length;
-    await pullAll();
-    assertFetchedOnce(env.fwd.requests.slice(since), PULLS.map((p) => p.pulled));
-
-    t.diagnostic(`podman → Gantry:\n${describeTap(env.tap.requests)}`);
+async function startPodmanEngine(env: E2eEnv): Promise<PodmanEngine> {
+  const dir = join(env.tmp, 'podman');
+  await mkdir(dir, { recursive: true });
+  const registriesConf = join(dir, 'registries.conf');
+  const text = await renderExample('registries.conf', env.mirrorHost, registriesConf);
+  assert.ok(text.includes(`location = "${env.mirrorHost}"`));
+  await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n');
+  const engine = await preparePodman({ dir, registriesConf, authFile: join(dir, 'no-auth.json') }); // no credentials
+  const podman: Podman['podman'] = (args, opts = {}) => engine.podman(args, opts);
+  const inspect = async (ref: string): Promise<Inspect> => {
+    const [first] = JSON.parse((await podman(['image', 'inspect', ref])).stdout) as Inspect[];
+    assert.ok(first, `podman image inspect ${ref}`);
+    return first;
+  };
+  return {
+    dir,
+    baseEnv: engine.env,
+    podman,
+    inspect,
+    pulls: PULLS.map((p) => p.pulled),
+    async pullAll() {
+      for (const p of PULLS) {
+        const { stdout } = await podman(['pull', '--quiet', ...p.args]);
+        assert.equal(stdout.trim(), hex(p.id), `podman pull ${p.args.join(' ')} prints the image ID`);
+        const img = await inspect(p.ref);
+        assert.equal(`sha256:${img.Id}`, p.id, `${p.args.join(' ')}: image ID is the config digest`);
+        assert.equal(img.Digest, p.digest, `${p.args.join(' ')}: digest is the one the tag points at`);
+        assert.equal(img.Architecture, p.arch);
+        assert.equal(img.Os, 'linux');
+      }
+    },
+    async forget() {
+      await podman(['rmi', '--all', '--force']);
+      assert.equal((await podman(['images', '--all', '--quiet'])).stdout.trim(), '', 'no image left');
+    },
     // insecure = true: podman tries TLS first, then plain HTTP on the same port.
-    assert.ok(env.tap.tlsProbes() >= 1, 'podman sent a TLS ClientHello first');
-    assert.ok(env.tap.http({ method: 'GET', targetIncludes: /^\/v2\/$/ }).length >= 1, 'podman pings /v2/');
-    assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/v2/${REPOS.library}/manifests/${TAG}` }).length >= 1, 'short name → docker.io/library/');
-    assert.equal(env.tap.http({ targetIncludes: 'ns=' }).length, 0, 'podman does not send ?ns=');
-    for (const d of new Set(PULLS.flatMap((p) => pulledBlobs(p.pulled)))) {
-      assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/blobs/${d}` }).length >= 1, `podman downloaded ${d} from Gantry`);
-    }
-  });
+    wire: { transport: 'tls-first', pingsV2: true, sendsNs: false },
+    checkFirstRound() {
+      assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/v2/${REPOS.library}/manifests/${TAG}` }).length >= 1, 'short name → docker.io/library/');
+    },
+    async forgetOci() {
+      await podman(['rmi', '--force', `docker.io/${REPOS.oci}:${TAG}`]);
+    },
+    async pullOci() {
+      const ref = `docker.io/${REPOS.oci}:${TAG}`;
+      await podman(['pull', '--quiet', ref]);
+      assert.equal(`sha256:${(await inspect(ref)).Id}`, configDigest(IMAGES.oci));
+    },
+    // podman has no daemon: its storage under the temp dir is all there is to clean.
+    stop: async () => {
+      await podman(['rmi', '--all', '--force'], { allowFailure: true }).catch(() => {});
+    },
+  };
+}
 
-  test('second pull after removing the images: nothing is downloaded upstream', async (t) => {
-    await removeAllImages();
-    env.tap.reset();
-    const since = env.fwd.requests.length;
-    await pullAll();
-    const upstream = env.fwd.requests.slice(since);
-    t.diagnostic(`upstream during the second pull:\n${upstream.map((r) => `${r.method} ${r.path}`).join('\n') || '(nothing)'}`);
-    assertNothingFetched(upstream);
-    for (const d of new Set(PULLS.flatMap((p) => pulledBlobs(p.pulled)))) {
-      assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/blobs/${d}` }).length >= 1, `podman downloaded ${d} from Gantry`);
-    }
-  });
+describe('podman with deploy/examples/registries.conf', { timeout: 240_000 }, () => {
+  const scenarios = runPullScenarios({ name: 'podman', verb: 'pull', forgetting: 'removing the images', requires: [PODMAN], start: startPodmanEngine });
 
   test('credentials in auth.json: for docker.io only, then for docker.io and the mirror (what reaches Gantry is recorded)', async (t) => {
+    const [env, { dir, baseEnv, podman, inspect }] = [scenarios.env(), scenarios.engine()];
     const b64 = (c: { username: string; password: string }): string => Buffer.from(`${c.username}:${c.password}`).toString('base64');
     const ref = `docker.io/${REPOS.docker}:${TAG}`;
     for (const [label, auths] of [
@@ -125,18 +107,6 @@ describe('podman with deploy/examples/registries.conf', { skip: skipUnlessRoot()
       await podman(['pull', '--quiet', ref], { env: { ...baseEnv, REGISTRY_AUTH_FILE: authFile } });
       assert.equal(`sha256:${(await inspect(ref)).Id}`, configDigest(IMAGES.docker));
       t.diagnostic(`auth.json with ${label}:\n${describeCredentialUse(env.tap.requests, env.fwd.requests.slice(since), { 'docker.io': CREDS, mirror: MIRROR_CREDS })}`);
-    }
-  });
-
-  test('with the origin unreachable, a tag pulled before (within its TTL) still pulls', async () => {
-    const ref = `docker.io/${REPOS.oci}:${TAG}`;
-    await podman(['rmi', '--force', ref]);
-    env.fwd.setTarget('http://127.0.0.1:9'); // discard port: connection refused
-    try {
-      await podman(['pull', '--quiet', ref]);
-      assert.equal(`sha256:${(await inspect(ref)).Id}`, configDigest(IMAGES.oci));
-    } finally {
-      env.fwd.setTarget(env.origin.url);
     }
   });
 });

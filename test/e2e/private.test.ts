@@ -31,7 +31,8 @@ import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
 import { decodeJwt, pushImageWithToken, startTokenRegistry, type TokenRegistry, type TokenRequest } from '../helpers/token-registry.ts';
 import { startClientTap, type ClientTap, type TappedRequest } from './client-tap.ts';
 import { CTR, CONTAINERD, DOCKER, DOCKERD, PODMAN, preparePodman, SKOPEO, startContainerd, startDockerd, type Containerd, type Dockerd, type Podman } from './engines.ts';
-import { assertInstalled, configDigest, contentGets, renderExample, run, skipUnlessRoot, startScope, type RunResult, type Scope } from './harness.ts';
+import { configDigest, contentGets, renderExample, run, startScope, type RunResult, type Scope } from './harness.ts';
+import { requireE2eHost } from './host.ts';
 
 type Creds = { username: string; password: string };
 const ALICE: Creds = { username: 'alice', password: 'alice-pw' };
@@ -230,11 +231,11 @@ async function writeAuthFile(path: string, auths: Record<string, Creds>): Promis
 
 // ---------------------------------------------------------------------------------------------
 
-describe('private images through Gantry with each engine', { skip: skipUnlessRoot(), timeout: 420_000 }, () => {
+describe('private images through Gantry with each engine', { timeout: 420_000 }, () => {
   let shared: Scope;
 
   before(async () => {
-    assertInstalled(DOCKERD, DOCKER, CONTAINERD, CTR, PODMAN, SKOPEO);
+    requireE2eHost(DOCKERD, DOCKER, CONTAINERD, CTR, PODMAN, SKOPEO);
     shared = await startScope('prv'); // so an interrupted run stops these too
     reg = await startTokenRegistry({ users: { alice: ALICE.password } });
     shared.defer(() => reg.stop());

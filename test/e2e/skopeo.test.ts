@@ -1,29 +1,17 @@
 // skopeo pulls through Gantry configured with deploy/examples/registries.conf, given with
 // --registries-conf: `docker://docker.io/...` is rewritten to the mirror, as podman, buildah and
 // CRI-O do (the integration tier instead points skopeo at Gantry's address directly). Docker Hub
-// itself is unreachable here, so every successful copy came from Gantry.
-import { after, before, describe, test } from 'node:test';
+// itself is unreachable here, so every successful copy came from Gantry. The pull scenario itself
+// is test/e2e/scenarios.ts; each copy goes to a new directory, so there is nothing to forget
+// between its rounds.
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuiltImage, BuiltIndex } from '../fixtures/images.ts';
-import {
-  assertFetchedOnce, assertInstalled, assertNothingFetched, child, CREDS, describeCredentialUse, describeTap, IMAGES, MIRROR_CREDS, pulledBlobs,
-  pulledImages, renderExample, REPOS, run, skipUnlessRoot, startE2eEnv, TAG, type E2eEnv, type Pulled,
-} from './harness.ts';
 import { SKOPEO } from './engines.ts';
-
-let env: E2eEnv;
-let registriesConf: string;
-let noAuth: string;
-
-function skopeo(args: string[], opts: { authFile?: string; allowFailure?: boolean } = {}) {
-  return run(SKOPEO, ['--insecure-policy', '--registries-conf', registriesConf, ...args], {
-    env: { ...process.env, REGISTRY_AUTH_FILE: opts.authFile ?? noAuth },
-    timeoutMs: 60_000,
-    ...(opts.allowFailure ? { allowFailure: true } : {}),
-  });
-}
+import { child, CREDS, describeCredentialUse, IMAGES, MIRROR_CREDS, pulledImages, renderExample, REPOS, run, TAG, type E2eEnv, type Pulled } from './harness.ts';
+import { runPullScenarios, type PullEngine } from './scenarios.ts';
 
 const COPIES: Array<{ global?: string[]; args: string[]; src: string; top: BuiltImage | BuiltIndex; pulled: Pulled }> = [
   { args: [], src: `docker://docker.io/${REPOS.docker}:${TAG}`, top: IMAGES.docker, pulled: { repo: REPOS.docker, image: IMAGES.docker } },
@@ -35,67 +23,59 @@ const COPIES: Array<{ global?: string[]; args: string[]; src: string; top: Built
   { args: ['--all'], src: `docker://docker.io/${REPOS.multi}:${TAG}`, top: IMAGES.multi, pulled: { repo: REPOS.multi, image: IMAGES.multi } },
 ];
 
-/** skopeo copy each source to a fresh dir: and compare every file with the fixture, byte for byte. */
-async function copyAll(): Promise<void> {
-  for (const c of COPIES) {
-    const dest = await mkdtemp(join(env.tmp, 'copy-'));
-    await skopeo([...(c.global ?? []), 'copy', ...c.args, c.src, `dir:${dest}`]);
-    const files = new Set(await readdir(dest));
-    assert.ok((await readFile(join(dest, 'manifest.json'))).equals(c.top.manifest), `${c.src}: manifest.json is the ${c.top.mediaType} byte for byte`);
-    for (const img of pulledImages(c.pulled)) {
-      if (img !== c.top) {
-        const name = `${img.manifestDigest.slice('sha256:'.length)}.manifest.json`;
-        assert.ok(files.has(name), `${c.src}: child manifest ${img.manifestDigest}`);
-        assert.ok((await readFile(join(dest, name))).equals(img.manifest));
+type SkopeoEngine = PullEngine & {
+  skopeo(args: string[], opts?: { authFile?: string }): ReturnType<typeof run>;
+};
+
+async function prepareSkopeo(env: E2eEnv): Promise<SkopeoEngine> {
+  const registriesConf = join(env.tmp, 'registries.conf');
+  await renderExample('registries.conf', env.mirrorHost, registriesConf);
+  const noAuth = join(env.tmp, 'no-auth.json');
+  await writeFile(noAuth, '{"auths":{}}\n');
+  const skopeo: SkopeoEngine['skopeo'] = (args, opts = {}) =>
+    run(SKOPEO, ['--insecure-policy', '--registries-conf', registriesConf, ...args], { env: { ...process.env, REGISTRY_AUTH_FILE: opts.authFile ?? noAuth }, timeoutMs: 60_000 });
+  return {
+    skopeo,
+    pulls: COPIES.map((c) => c.pulled),
+    /** skopeo copy each source to a fresh dir: and compare every file with the fixture, byte for byte. */
+    async pullAll() {
+      for (const c of COPIES) {
+        const dest = await mkdtemp(join(env.tmp, 'copy-'));
+        await skopeo([...(c.global ?? []), 'copy', ...c.args, c.src, `dir:${dest}`]);
+        const files = new Set(await readdir(dest));
+        assert.ok((await readFile(join(dest, 'manifest.json'))).equals(c.top.manifest), `${c.src}: manifest.json is the ${c.top.mediaType} byte for byte`);
+        for (const img of pulledImages(c.pulled)) {
+          if (img !== c.top) {
+            const name = `${img.manifestDigest.slice('sha256:'.length)}.manifest.json`;
+            assert.ok(files.has(name), `${c.src}: child manifest ${img.manifestDigest}`);
+            assert.ok((await readFile(join(dest, name))).equals(img.manifest));
+          }
+          for (const b of img.blobs) {
+            const name = b.digest.slice('sha256:'.length);
+            assert.ok(files.has(name), `${c.src}: blob ${b.digest}`);
+            assert.ok((await readFile(join(dest, name))).equals(b.bytes), `${c.src}: blob ${b.digest} byte for byte`);
+          }
+        }
       }
-      for (const b of img.blobs) {
-        const name = b.digest.slice('sha256:'.length);
-        assert.ok(files.has(name), `${c.src}: blob ${b.digest}`);
-        assert.ok((await readFile(join(dest, name))).equals(b.bytes), `${c.src}: blob ${b.digest} byte for byte`);
-      }
-    }
-  }
+    },
+    wire: { transport: 'tls-first', pingsV2: true, sendsNs: false },
+    checkFirstRound() {
+      assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/v2/${REPOS.library}/manifests/${TAG}` }).length >= 1);
+    },
+    async pullOci() {
+      const dest = await mkdtemp(join(env.tmp, 'down-'));
+      await skopeo(['copy', `docker://docker.io/${REPOS.oci}:${TAG}`, `dir:${dest}`]);
+      assert.ok((await readFile(join(dest, 'manifest.json'))).equals(IMAGES.oci.manifest));
+    },
+    stop: async () => {}, // nothing runs: the copies are under the environment's temp dir
+  };
 }
 
-describe('skopeo with deploy/examples/registries.conf', { skip: skipUnlessRoot(), timeout: 180_000 }, () => {
-  before(async () => {
-    assertInstalled(SKOPEO);
-    env = await startE2eEnv('skopeo');
-    registriesConf = join(env.tmp, 'registries.conf');
-    await renderExample('registries.conf', env.mirrorHost, registriesConf);
-    noAuth = join(env.tmp, 'no-auth.json');
-    await writeFile(noAuth, '{"auths":{}}\n');
-  });
-
-  after(async () => {
-    await env?.stop();
-  });
-
-  test('first copy: every image comes through Gantry, byte for byte, each object fetched upstream once', async (t) => {
-    env.tap.reset();
-    const since = env.fwd.requests.length;
-    await copyAll();
-    assertFetchedOnce(env.fwd.requests.slice(since), COPIES.map((c) => c.pulled));
-    t.diagnostic(`skopeo → Gantry:\n${describeTap(env.tap.requests)}`);
-    assert.ok(env.tap.tlsProbes() >= 1, 'skopeo sent a TLS ClientHello first (insecure = true: then plain HTTP)');
-    assert.ok(env.tap.http({ method: 'GET', targetIncludes: /^\/v2\/$/ }).length >= 1, 'skopeo pings /v2/');
-    assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/v2/${REPOS.library}/manifests/${TAG}` }).length >= 1);
-    assert.equal(env.tap.http({ targetIncludes: 'ns=' }).length, 0, 'skopeo does not send ?ns=');
-  });
-
-  test('second copy: nothing is downloaded upstream', async (t) => {
-    env.tap.reset();
-    const since = env.fwd.requests.length;
-    await copyAll();
-    const upstream = env.fwd.requests.slice(since);
-    t.diagnostic(`upstream during the second copy:\n${upstream.map((r) => `${r.method} ${r.path}`).join('\n') || '(nothing)'}`);
-    assertNothingFetched(upstream);
-    for (const d of new Set(COPIES.flatMap((c) => pulledBlobs(c.pulled)))) {
-      assert.ok(env.tap.http({ method: 'GET', targetIncludes: `/blobs/${d}` }).length >= 1, `skopeo downloaded ${d} from Gantry`);
-    }
-  });
+describe('skopeo with deploy/examples/registries.conf', { timeout: 180_000 }, () => {
+  const scenarios = runPullScenarios({ name: 'skopeo', verb: 'copy', requires: [SKOPEO], start: prepareSkopeo });
 
   test('credentials: --src-creds and auth.json entries (what reaches Gantry is recorded)', async (t) => {
+    const [env, { skopeo }] = [scenarios.env(), scenarios.engine()];
     const src = `docker://docker.io/${REPOS.docker}:${TAG}`;
     const copy = async (args: string[], authFile?: string): Promise<string> => {
       env.tap.reset();
@@ -111,16 +91,5 @@ describe('skopeo with deploy/examples/registries.conf', { skip: skipUnlessRoot()
     t.diagnostic(`--src-creds (docker.io credentials):\n${await copy(['--src-creds', `${CREDS.username}:${CREDS.password}`])}`);
     t.diagnostic(`auth.json with docker.io only:\n${await copy([], hubOnly)}`);
     t.diagnostic(`auth.json with docker.io and the mirror:\n${await copy([], both)}`);
-  });
-
-  test('with the origin unreachable, a tag copied before (within its TTL) still copies', async () => {
-    env.fwd.setTarget('http://127.0.0.1:9'); // discard port: connection refused
-    try {
-      const dest = await mkdtemp(join(env.tmp, 'down-'));
-      await skopeo(['copy', `docker://docker.io/${REPOS.oci}:${TAG}`, `dir:${dest}`]);
-      assert.ok((await readFile(join(dest, 'manifest.json'))).equals(IMAGES.oci.manifest));
-    } finally {
-      env.fwd.setTarget(env.origin.url);
-    }
   });
 });

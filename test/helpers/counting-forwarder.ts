@@ -4,6 +4,7 @@ import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { closeWithin, listenOnLoopback } from './loopback.ts';
 
 export type ForwardedRequest = {
   method: string;
@@ -142,7 +143,7 @@ class Meter extends Transform {
  * HTTP pass-through between the mirror and an upstream registry, recording every request that
  * went through it. Bodies are streamed both ways, never buffered.
  */
-export function startCountingForwarder(opts: CountingForwarderOptions): Promise<CountingForwarder> {
+export async function startCountingForwarder(opts: CountingForwarderOptions): Promise<CountingForwarder> {
   let target = new URL(opts.target);
   let records: ForwardedRequest[] = [];
   const bucket = opts.bytesPerSecond !== undefined && opts.bytesPerSecond > 0 ? new TokenBucket(opts.bytesPerSecond) : undefined;
@@ -213,56 +214,42 @@ export function startCountingForwarder(opts: CountingForwarderOptions): Promise<
     handle(req, res).catch((err: unknown) => res.destroy(err instanceof Error ? err : new Error(String(err))));
   });
 
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const addr = server.address();
-      if (addr === null || typeof addr === 'string') {
-        reject(new Error('counting-forwarder: unexpected server address'));
-        return;
-      }
-      const host = `127.0.0.1:${addr.port}`;
-      let stopped: Promise<void> | undefined;
-      resolve({
-        url: `http://${host}`,
-        host,
-        get requests() {
-          return records;
-        },
-        count(filter = {}) {
-          return records.filter((r) => {
-            if (filter.method !== undefined && r.method !== filter.method.toUpperCase()) return false;
-            const p = filter.pathIncludes;
-            if (p === undefined) return true;
-            if (typeof p === 'string') return r.path.includes(p);
-            p.lastIndex = 0; // a /g or /y regex would otherwise carry state between records
-            return p.test(r.path);
-          }).length;
-        },
-        bytesOut() {
-          return records.reduce((sum, r) => sum + r.bytes, 0);
-        },
-        reset() {
-          records = [];
-        },
-        setTarget(url: string) {
-          target = new URL(url);
-        },
-        stop() {
-          stopped ??= new Promise<void>((done, fail) => {
-            stopping.abort();
-            bucket?.close();
-            const deadline = setTimeout(() => fail(new Error('counting-forwarder: server did not close within 5 s')), 5000);
-            server.close(() => {
-              clearTimeout(deadline);
-              done();
-            });
-            server.closeAllConnections();
-            agent.destroy();
-          });
-          return stopped;
-        },
+  const port = await listenOnLoopback(server);
+  const host = `127.0.0.1:${port}`;
+  let stopped: Promise<void> | undefined;
+  return {
+    url: `http://${host}`,
+    host,
+    get requests() {
+      return records;
+    },
+    count(filter = {}) {
+      return records.filter((r) => {
+        if (filter.method !== undefined && r.method !== filter.method.toUpperCase()) return false;
+        const p = filter.pathIncludes;
+        if (p === undefined) return true;
+        if (typeof p === 'string') return r.path.includes(p);
+        p.lastIndex = 0; // a /g or /y regex would otherwise carry state between records
+        return p.test(r.path);
+      }).length;
+    },
+    bytesOut() {
+      return records.reduce((sum, r) => sum + r.bytes, 0);
+    },
+    reset() {
+      records = [];
+    },
+    setTarget(url: string) {
+      target = new URL(url);
+    },
+    stop() {
+      stopped ??= closeWithin(server, 'counting-forwarder', () => {
+        stopping.abort();
+        bucket?.close();
+        server.closeAllConnections();
+        void agent.destroy();
       });
-    });
-  });
+      return stopped;
+    },
+  };
 }

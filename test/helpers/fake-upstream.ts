@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOnLoopback } from './loopback.ts';
 
 export type SeenRequest = { method: string; url: string; headers: IncomingMessage['headers'] };
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -16,8 +16,7 @@ export async function startFakeUpstream(handler: Handler): Promise<{ url: string
       res.destroy(err as Error);
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}`,
     seen,

@@ -7,8 +7,8 @@
 import http from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { listenOnLoopback } from './loopback.ts';
 
 export type HttpProxyOptions = {
   /** Which targets may be reached. Default: 127.0.0.1, ::1 and localhost only. */
@@ -131,14 +131,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
     upstream.once('close', () => client.destroy());
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
 
   let stopping: Promise<void> | undefined;
   return {

@@ -16,13 +16,13 @@ import { X509Certificate, createPrivateKey, randomBytes, randomUUID, sign, timin
 import type { KeyObject } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { BuiltImage, BuiltIndex } from '../fixtures/images.ts';
 import { startUpstreamRegistry } from './upstream-registry.ts';
 import type { UpstreamRegistry } from './upstream-registry.ts';
+import { listenOnLoopback } from './loopback.ts';
 
 const execFileP = promisify(execFile);
 
@@ -238,14 +238,7 @@ export async function startTokenRegistry(opts: TokenRegistryOptions): Promise<To
     };
 
     const srv = server;
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host: '127.0.0.1', port: 0 }, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
-    const tokenUrl = `http://127.0.0.1:${(srv.address() as AddressInfo).port}/token`;
+    const tokenUrl = `http://127.0.0.1:${await listenOnLoopback(srv)}/token`;
 
     registry = await startUpstreamRegistry({
       storage: 'filesystem',

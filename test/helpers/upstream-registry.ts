@@ -1,19 +1,16 @@
-import { spawn, execFile } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { getFreePort } from './free-port.ts';
+import { answers, onFreePort, startSupervisedChild, type SupervisedChild } from './supervised-child.ts';
 
 const execFileP = promisify(execFile);
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const READY_DEADLINE_MS = 10_000;
-const PORT_ATTEMPTS = 5;
 
 export type UpstreamRegistryOptions = {
   htpasswd?: { username: string; password: string };
@@ -51,26 +48,16 @@ export async function startUpstreamRegistry(opts: UpstreamRegistryOptions = {}):
       const line = await htpasswdLine(opts.htpasswd.username, opts.htpasswd.password);
       await writeFile(htpasswdPath, `${line}\n`, { mode: 0o600 });
     }
-    let lastError: unknown;
-    for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
-      const port = await getFreePort();
-      const configPath = path.join(dir, 'config.yml');
+    const configPath = path.join(dir, 'config.yml');
+    return await onFreePort(async (port) => {
       await writeFile(configPath, renderConfig(dir, port, opts.storage ?? 'inmemory', htpasswdPath, opts.extraConfig));
-      try {
-        return await launch(dir, configPath, port);
-      } catch (err) {
-        lastError = err;
-        if (!(err instanceof PortInUseError)) throw err;
-      }
-    }
-    throw new Error(`docker-registry: no free port after ${PORT_ATTEMPTS} attempts`, { cause: lastError });
+      return launch(dir, configPath, port);
+    });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
 }
-
-class PortInUseError extends Error {}
 
 // JSON is valid YAML, so the config needs no YAML serializer.
 function renderConfig(
@@ -95,22 +82,20 @@ function renderConfig(
   return JSON.stringify({ ...config, ...extraConfig }, null, 2);
 }
 
-type Running = { child: ChildProcess; exited: Promise<void>; readyAt: number };
-
 async function launch(dir: string, configPath: string, port: number): Promise<UpstreamRegistry> {
   const url = `http://127.0.0.1:${port}`;
-  let running: Running | undefined = await spawnReady(configPath, url);
+  let running: SupervisedChild | undefined = await spawnReady(configPath, url);
   let stopping: Promise<void> | undefined;
   const halt = async (opts: { hard?: boolean } = {}): Promise<void> => {
     if (!running) return;
-    await kill(running.child, running.exited, opts.hard ? 'SIGKILL' : 'SIGTERM');
+    await running.stop({ signal: opts.hard ? 'SIGKILL' : 'SIGTERM' });
     running = undefined;
   };
   return {
     url,
     host: `127.0.0.1:${port}`,
     port,
-    pid: () => running?.child.pid ?? 0,
+    pid: () => running?.pid ?? 0,
     halt,
     async resume() {
       if (running) throw new Error('docker-registry is already running');
@@ -128,64 +113,18 @@ async function launch(dir: string, configPath: string, port: number): Promise<Up
 }
 
 /** Spawn the registry and wait until GET /v2/ answers (200, or 401 with auth). */
-async function spawnReady(configPath: string, url: string): Promise<Running> {
-  const child = spawn(REGISTRY_BIN, ['serve', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-8192);
+function spawnReady(configPath: string, url: string): Promise<SupervisedChild> {
+  return startSupervisedChild({
+    name: 'docker-registry',
+    command: REGISTRY_BIN,
+    args: ['serve', configPath],
+    capture: 'stderr',
+    ready: () => answers(`${url}/v2/`, (s) => s === 200 || s === 401),
+    readyTimeoutMs: READY_DEADLINE_MS,
+    pollMs: 20,
+    settleMs: 20,
+    graceMs: 3000,
   });
-  // 'close' (not 'exit') so stderr is fully read before we look for EADDRINUSE in it.
-  let closed = false;
-  const exited = new Promise<void>((resolve) =>
-    child.once('close', () => {
-      closed = true;
-      resolve();
-    }),
-  );
-  let spawnError: Error | undefined;
-  child.once('error', (err) => {
-    spawnError = err;
-  });
-
-  const assertRunning = (): void => {
-    if (spawnError) throw spawnError;
-    if (!closed) return;
-    if (/address already in use/i.test(stderr)) throw new PortInUseError(stderr);
-    throw new Error(`docker-registry exited (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
-  };
-
-  const deadline = Date.now() + READY_DEADLINE_MS;
-  let readyAt = 0;
-  for (;;) {
-    assertRunning();
-    try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      readyAt = performance.now();
-      if (res.status === 200 || res.status === 401) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await kill(child, exited, 'SIGTERM');
-      throw new Error(`docker-registry not ready within ${READY_DEADLINE_MS} ms: ${stderr.trim()}`);
-    }
-    await sleep(20);
-  }
-  // Another process may own the port and have answered for us; ours would have died on EADDRINUSE.
-  await sleep(20);
-  assertRunning();
-  return { child, exited, readyAt };
-}
-
-async function kill(child: ChildProcess, exited: Promise<void>, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-  const graceful = await Promise.race([exited.then(() => true), sleep(3000, false, { ref: false })]);
-  if (graceful) return;
-  child.kill('SIGKILL');
-  const killed = await Promise.race([exited.then(() => true), sleep(3000, false, { ref: false })]);
-  if (!killed) throw new Error(`docker-registry pid ${child.pid} did not exit after SIGKILL`);
 }
 
 /**

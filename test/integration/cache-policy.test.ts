@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { randomBlob, type Blob } from '../fixtures/images.ts';
 import { startFakeUpstream } from '../helpers/fake-upstream.ts';
 import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
+import { waitFor } from '../helpers/wait-for.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { parseConfig } from '../../src/config/config.ts';
@@ -148,8 +149,10 @@ describe('logs', () => {
       });
       await res.body.dump();
       assert.equal(res.headers['x-request-id'], 'req-123');
-      await sleep(50);
-      const access = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'request' && l['reqId'] === 'req-123');
+      // The access log line is written when the response socket closes, a moment after the body.
+      const access = await waitFor('the access log line of req-123', () =>
+        lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'request' && l['reqId'] === 'req-123'),
+      );
       assert.ok(access, 'an access log line with the request id');
       assert.equal(access['status'], 200);
       assert.equal(access['cache'], 'miss');

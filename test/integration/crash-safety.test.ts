@@ -6,13 +6,13 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, truncate, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { pushBlob, randomBlob, sha256, type Blob } from '../fixtures/images.ts';
-import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
+import { startCountingForwarder, type CountingForwarder, type ForwardedRequest } from '../helpers/counting-forwarder.ts';
 import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
+import { waitFor } from '../helpers/wait-for.ts';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -27,7 +27,7 @@ before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'gantry-crash-'));
   origin = await startUpstreamRegistry({ storage: 'filesystem' });
   for (const b of blobs) await pushBlob(origin.url, 'crash/test', b);
-  // ~0.5 s per 4 MiB fill, so kills land before, during and after commits.
+  // ~0.5 s per 4 MiB fill: time enough to kill at a chosen share of it.
   fwd = await startCountingForwarder({ target: origin.url, bytesPerSecond: 8 * MiB });
 });
 
@@ -48,6 +48,20 @@ async function verify(url: string): Promise<{ checked: number; bad: unknown[] }>
   return (await res.body.json()) as { checked: number; bad: unknown[] };
 }
 
+/**
+ * Where kill `i` lands: the first KILLS-1 while the origin's response is still streaming to Gantry,
+ * once it has sent a growing share of the blob (its first byte, 1/7, ..., 6/7), so no fill can have
+ * committed; the last after the fill committed (the blob is already a HIT).
+ */
+function killPoint(i: number, size: number): { midFill: true; bytes: number } | { midFill: false } {
+  return i < KILLS - 1 ? { midFill: true, bytes: Math.max(1, Math.floor((size * i) / (KILLS - 1))) } : { midFill: false };
+}
+
+/** Gantry's upstream GET for blob `b`, as the forwarder records it (updated in place as bytes flow). */
+function upstreamGet(b: Blob): ForwardedRequest | undefined {
+  return fwd.requests.findLast((r) => r.method === 'GET' && r.path.includes(b.digest));
+}
+
 describe('kill -9 during fills', () => {
   test(`${KILLS} kills at different moments leave nothing partial or unverified servable`, async () => {
     const cacheDir = join(tmp, 'cache');
@@ -57,10 +71,22 @@ describe('kill -9 during fills', () => {
     for (let i = 0; i < KILLS; i++) {
       const g: GantryProcess = await startGantryProcess(env);
       const b = blobs[i]!;
-      // Start a pull, then kill the process at a point spread over the fill (and past it).
+      const at = killPoint(i, b.bytes.length);
+      // Start a pull, then kill the process at its point in the fill (or past it).
       const pull = request(`${g.url}/v2/crash/test/blobs/${b.digest}`).then((r) => r.body.arrayBuffer()).catch(() => undefined);
-      await sleep(60 + i * 90);
-      await g.kill('SIGKILL');
+      if (at.midFill) {
+        const rec = await waitFor(`${at.bytes} bytes of ${b.digest} sent to Gantry`, () => {
+          const r = upstreamGet(b);
+          return r !== undefined && (r.bytes >= at.bytes || r.done) && r;
+        }, { timeoutMs: 20_000, intervalMs: 1 });
+        // The same tick as the kill: the origin was still sending, so Gantry could not have the whole blob.
+        assert.ok(rec.bytes > 0 && !rec.done, `kill ${i} lands mid-fill: ${rec.bytes} of ${b.bytes.length} bytes sent, done ${rec.done}`);
+        await g.kill('SIGKILL');
+      } else {
+        await pull;
+        await waitFor(`${b.digest} committed`, async () => (await getBlob(g.url, b)).cache === 'HIT', { timeoutMs: 20_000, intervalMs: 20 });
+        await g.kill('SIGKILL');
+      }
       await pull;
       const restarted = await startGantryProcess(env);
       try {
@@ -71,13 +97,15 @@ describe('kill -9 during fills', () => {
         const got = await getBlob(restarted.url, b);
         assert.equal(got.status, 200);
         assert.ok(got.ok, 'correct bytes, whether from cache or refetched');
+        assert.equal(got.cache, at.midFill ? 'MISS' : 'HIT', at.midFill ? 'a fill killed midway left nothing servable: fetched again' : 'a committed blob survives kill -9');
         if (got.cache === 'HIT') hits++;
         assert.equal((await getBlob(restarted.url, b)).cache, 'HIT');
       } finally {
         await restarted.kill('SIGTERM');
       }
     }
-    process.stdout.write(`# crash-safety: fills killed ${KILLS}, blobs re-hashed ${checked}, blobs already committed when killed ${hits}\n`);
+    assert.equal(hits, 1, 'only the blob committed before its kill was a hit after the restart');
+    process.stdout.write(`# crash-safety: fills killed ${KILLS} (${KILLS - 1} mid-fill, 1 after its commit), blobs re-hashed ${checked}, hits after restart ${hits}\n`);
   });
 });
 

@@ -14,6 +14,7 @@ import { buildImage, buildIndex, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlo
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
+import { waitFor } from '../helpers/wait-for.ts';
 
 const execFileP = promisify(execFile);
 const skopeo = async (...args: string[]): Promise<string> =>
@@ -332,7 +333,8 @@ describe('observability and restarts', () => {
       assert.equal((await get(url())).headers['x-cache'], 'MISS');
       assert.equal((await get(url())).headers['x-cache'], 'HIT');
       assert.equal((await get(url())).headers['x-cache'], 'HIT');
-      await sleep(50); // the access-log/metrics hook runs when the response socket closes
+      // The access-log/metrics hook runs when the response socket closes, a moment after the body.
+      await waitFor('the three blob requests in /metrics', async () => (await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob' })) >= 3);
       assert.equal(await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob', result: 'miss' }), 1);
       assert.equal(await metricValue(mirror.url, 'gantry_requests_total', { kind: 'blob', result: 'hit' }), 2);
       assert.equal(await metricValue(mirror.url, 'gantry_served_bytes_total', { kind: 'blob', source: 'cache' }), 2 * layer.bytes.length);

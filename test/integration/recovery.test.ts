@@ -270,7 +270,7 @@ describe('kill -9 during fills, the upstream lost and back, then fuzz and real p
     const buckets = new Map<string, number>();
     for (const o of outcomes) buckets.set(bucketOf(o), (buckets.get(bucketOf(o)) ?? 0) + 1);
     process.stdout.write(`# edge fuzz: ${outcomes.length} cases; ${[...buckets].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}:${v}`).join(' ')}\n`);
-    assert.equal(gantry.child.exitCode ?? gantry.child.signalCode, null, `gantry is still running; its stderr: ${gantry.stderr().slice(-2000)}`);
+    assert.equal(gantry.child.exitCode ?? gantry.child.signalCode, null, `gantry is still running; its stderr: ${(await gantry.stderr()).slice(-2000)}`);
     const problems = outcomes.flatMap((o) => judge(o).map((p) => `case ${o.c.index} [${o.c.category}] ${o.c.label}: ${p.text}`));
     assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problems`);
   });
