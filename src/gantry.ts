@@ -6,14 +6,15 @@ import type { Config } from './config/config.ts';
 import { createApp } from './http/app.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { AccessGuard } from './proxy/access-guard.ts';
 import { PullThroughBlobs } from './proxy/blobs.ts';
+import { PassthroughListings } from './proxy/listings.ts';
 import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
-import { AccessGuard } from './auth/access-guard.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 
@@ -79,7 +80,7 @@ export async function startGantry(config: Config, opts: { logDestination?: Desti
   let ready = true;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
-    maxPassthroughBytes: config.maxManifestBytes,
+    listings: new PassthroughListings({ maxBytes: config.maxManifestBytes }),
     authConfig: config.auth,
     tokens: new GantryTokens(config.auth.tokenTtlSeconds),
     htpasswd: config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined,

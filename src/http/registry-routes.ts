@@ -9,9 +9,7 @@ import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { PullThroughBlobs } from '../proxy/blobs.ts';
 import type { PullThroughManifests } from '../proxy/manifests.ts';
-import { readBounded, readErrorText } from '../proxy/read-body.ts';
-import { headerString } from '../upstream/client.ts';
-import { upstreamStatusToError, type RouteKind } from '../upstream/upstream-error.ts';
+import type { Listing, PassthroughListings } from '../proxy/listings.ts';
 import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
 import type { AppEnv } from './app-env.ts';
 import { parseApiPath } from './parse-path.ts';
@@ -20,9 +18,7 @@ import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
 import { sendBody } from './send-blob.ts';
 
-export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; maxPassthroughBytes: number };
-
-const PASSTHROUGH_RESPONSE_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST.toLowerCase()];
+export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
 
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
@@ -51,18 +47,13 @@ export function createRegistryHandler(svc: RegistryServices) {
         case 'blob':
           return await getBlob(c, svc, target, cred, route.digest);
         case 'tags': {
-          const q = new URLSearchParams();
-          for (const k of ['n', 'last'] as const) {
-            const v = c.req.query(k);
-            if (v !== undefined) q.set(k, v);
-          }
-          return await passthrough(c, svc, target, cred, 'tags', 'tags/list', q);
+          relayed(c, 'tags');
+          const q = { n: c.req.query('n'), last: c.req.query('last') };
+          return listing(c, await svc.listings.tags(listingRequest(c, target, cred), q));
         }
         case 'referrers': {
-          const q = new URLSearchParams();
-          const at = c.req.query('artifactType');
-          if (at !== undefined) q.set('artifactType', at);
-          return await passthrough(c, svc, target, cred, 'referrers', `referrers/${route.digest}`, q);
+          relayed(c, 'referrers');
+          return listing(c, await svc.listings.referrers(listingRequest(c, target, cred), route.digest, c.req.query('artifactType')));
         }
       }
     } catch (err) {
@@ -185,41 +176,23 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
   return RESPONSE_ALREADY_SENT;
 }
 
-/** Tags and referrers: small JSON answers, relayed as they are (never cached). */
-async function passthrough(
-  c: Context<AppEnv>,
-  svc: RegistryServices,
-  target: ResolvedTarget,
-  auth: ClientCredential,
-  kind: RouteKind,
-  suffix: string,
-  query: URLSearchParams,
-): Promise<Response> {
+function listingRequest(c: Context<AppEnv>, target: ResolvedTarget, auth: ClientCredential) {
+  return { ...target, auth, accept: c.req.header('accept'), headOnly: c.req.method === 'HEAD' };
+}
+
+/** Tags and referrers are relayed, never cached: BYPASS, whether the upstream answers or fails. */
+function relayed(c: Context<AppEnv>, kind: 'tags' | 'referrers'): void {
   const stats = c.get('stats');
-  stats.kind = kind === 'tags' ? 'tags' : 'referrers';
+  stats.kind = kind;
   stats.result = 'bypass';
-  const qs = query.size > 0 ? `?${query.toString()}` : '';
-  // Always GET: distribution answers HEAD on tags/list with 405; a HEAD from our client just drops the body.
-  const res = await target.upstream.request({
-    method: 'GET',
-    path: `/v2/${target.remoteName}/${suffix}${qs}`,
-    repo: target.remoteName,
-    accept: c.req.header('accept'),
-    auth,
-  });
-  if (res.status !== 200) throw upstreamStatusToError(kind, res.status, await readErrorText(res.body), res.headers);
-  const headers: Record<string, string> = { [X_CACHE]: 'BYPASS' };
-  for (const h of PASSTHROUGH_RESPONSE_HEADERS) {
-    const v = headerString(res.headers[h]);
-    if (v !== undefined) headers[h] = v;
-  }
-  if (c.req.method === 'HEAD') {
-    await res.body.dump();
-    return c.body(null, 200, headers);
-  }
-  const bytes = await readBounded(res.body, svc.maxPassthroughBytes);
-  stats.bytes = bytes.length;
-  return c.body(asBody(bytes), 200, headers);
+}
+
+function listing(c: Context<AppEnv>, l: Listing): Response {
+  const stats = c.get('stats');
+  const headers = { ...l.headers, [X_CACHE]: 'BYPASS' };
+  if (!l.bytes) return c.body(null, 200, headers);
+  stats.bytes = l.bytes.length;
+  return c.body(asBody(l.bytes), 200, headers);
 }
 
 function stringify(h: Record<string, string | number>): Record<string, string> {

@@ -1,6 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { AccessGuard } from '../auth/access-guard.ts';
 import { isClientOwned, type ClientCredential } from '../auth/credentials.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
@@ -8,12 +7,11 @@ import type { CacheResult } from '../oci/headers.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { ContentCache } from '../store/content-cache.ts';
-import { headerString, type UpstreamResponse } from '../upstream/client.ts';
-import { upstreamStatusToError } from '../upstream/upstream-error.ts';
+import type { BlobResponse } from '../upstream/registry-api.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
+import type { AccessGuard, AccessProbe } from './access-guard.ts';
 import { FileSource, onClose, type BufferPlan, type ChunkSource } from './chunk-source.ts';
 import { Fill } from './fill.ts';
-import { readErrorText } from './read-body.ts';
 import { resumableBody } from './resumable-body.ts';
 import { Semaphore } from './semaphore.ts';
 import { createVerifyingStream } from './verifying-stream.ts';
@@ -86,7 +84,7 @@ export class PullThroughBlobs {
     } else {
       // Never let a request ride along on a download made with someone else's credential unchecked.
       const { restricted } = await pending;
-      if (restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+      if (restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
     }
     let started: Inflight;
     try {
@@ -126,13 +124,11 @@ export class PullThroughBlobs {
     const pending = this.inflight.get(req.digest);
     if (pending) {
       const started = await pending.catch(() => undefined);
-      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
       if (started?.fill.expectedSize !== undefined) return { size: started.fill.expectedSize, result: 'coalesced' };
     }
-    const res = await req.upstream.request({ method: 'HEAD', path: blobPath(req), repo: req.remoteName, auth: req.auth });
-    await res.body.dump();
-    if (res.status !== 200) throw upstreamStatusToError('blob', res.status, '', res.headers);
-    return { size: contentLength(res), result: 'miss' };
+    const { size } = await req.upstream.headBlob(req.remoteName, req.digest, { auth: req.auth });
+    return { size, result: 'miss' };
   }
 
   /** A cached blob, after the access check if it is restricted; undefined on a miss. */
@@ -149,30 +145,18 @@ export class PullThroughBlobs {
   }
 
   private async checkRestricted(req: BlobRequest): Promise<void> {
-    await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+    await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
     // Passing with Gantry's own auth means anyone Gantry admits may see it.
     if (!isClientOwned(req.auth)) await this.opts.cache.markPublic(req.digest);
   }
 
   /** GET the blob upstream (from `offset` with a Range request when resuming). */
-  private async fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<UpstreamResponse> {
-    const res = await req.upstream.request({
-      method: 'GET', path: blobPath(req), repo: req.remoteName, auth: req.auth, signal,
-      ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
-    });
-    const expected = offset > 0 ? 206 : 200;
-    if (res.status !== expected) {
-      throw upstreamStatusToError('blob', res.status, await readErrorText(res.body), res.headers);
-    }
-    if (offset > 0 && !headerString(res.headers['content-range'])?.startsWith(`bytes ${offset}-`)) {
-      res.body.destroy();
-      throw new Error('upstream answered the resume with the wrong range');
-    }
-    return res;
+  private fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<BlobResponse> {
+    return req.upstream.getBlob(req.remoteName, req.digest, { auth: req.auth, signal, offset });
   }
 
-  private streamThrough(req: BlobRequest, res: UpstreamResponse): OpenedBlob {
-    const size = contentLength(res);
+  private streamThrough(req: BlobRequest, res: BlobResponse): OpenedBlob {
+    const size = res.size;
     const body = res.body.pipe(createVerifyingStream(req.digest, size));
     res.body.on('error', (err) => body.destroy(err));
     res.body.on('data', (chunk: Buffer) => this.opts.metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, chunk.length));
@@ -186,7 +170,7 @@ export class PullThroughBlobs {
       const signal = AbortSignal.any([this.opts.shutdown, AbortSignal.timeout(this.opts.fillTimeoutMs)]);
       const res = await this.fetch(req, signal);
       const restricted = isClientOwned(req.auth);
-      const expectedSize = contentLength(res);
+      const expectedSize = res.size;
       const upstreamHost = req.upstream.host;
       const { cache, metrics, log } = this.opts;
       let fill: Fill;
@@ -256,20 +240,15 @@ export class PullThroughBlobs {
 
 /** Thrown inside startFill when the cache can't take the blob; carries the open upstream response. */
 class BypassSignal extends Error {
-  readonly res: UpstreamResponse;
-  constructor(res: UpstreamResponse) {
+  readonly res: BlobResponse;
+  constructor(res: BlobResponse) {
     super('cache bypass');
     this.res = res;
   }
 }
 
-function blobPath(req: BlobRequest): string {
-  return `/v2/${req.remoteName}/blobs/${req.digest}`;
-}
-
-function contentLength(res: UpstreamResponse): number | undefined {
-  const len = Number(headerString(res.headers['content-length']));
-  return Number.isSafeInteger(len) && len >= 0 ? len : undefined;
+function probe(req: BlobRequest): AccessProbe {
+  return { blob: req.digest };
 }
 
 async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => void): AsyncGenerator<Uint8Array> {

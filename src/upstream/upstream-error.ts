@@ -1,4 +1,4 @@
-import { RegistryError, type OciErrorCode } from '../oci/errors.ts';
+import { RegistryError, type OciErrorCode, type RegistryErrorOptions } from '../oci/errors.ts';
 
 export type RouteKind = 'blob' | 'manifest' | 'tags' | 'referrers';
 
@@ -15,6 +15,29 @@ const PASSTHROUGH_CODES = new Set<string>([
 ]);
 
 /**
+ * An upstream's non-success answer as the client sees it, still carrying the
+ * upstream's own status: whether a stale cached tag may stand in depends on it.
+ */
+export class UpstreamStatusError extends RegistryError {
+  readonly upstreamStatus: number;
+  constructor(upstreamStatus: number, code: OciErrorCode, opts: RegistryErrorOptions) {
+    super(code, opts);
+    this.upstreamStatus = upstreamStatus;
+  }
+}
+
+/**
+ * Whether a failed upstream exchange lets a cached tag be served stale: the
+ * upstream could not be asked at all, was down (5xx), rate limited us (429),
+ * or said 404 on an upstream configured to keep serving what it had.
+ */
+export function allowsStale(err: unknown, serveCachedOn404: boolean | undefined): boolean {
+  if (!(err instanceof UpstreamStatusError)) return true;
+  const s = err.upstreamStatus;
+  return s === 429 || s >= 500 || (s === 404 && serveCachedOn404 === true);
+}
+
+/**
  * The one table from an upstream's non-success answer to what the client
  * sees. Keeps the upstream's OCI code where it is meaningful; never lets an
  * upstream 404/429 become a 500, and never relays HTML.
@@ -24,7 +47,8 @@ export function upstreamStatusToError(
   status: number,
   body: string,
   headers: Record<string, string | string[] | undefined>,
-): RegistryError {
+): UpstreamStatusError {
+  const err = (code: OciErrorCode, opts: RegistryErrorOptions): UpstreamStatusError => new UpstreamStatusError(status, code, opts);
   const upstreamCode = firstOciCode(body);
   const pass: Record<string, string> = {};
   const retryAfter = headers['retry-after'];
@@ -34,15 +58,15 @@ export function upstreamStatusToError(
 
   if (status === 404) {
     const code = upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code) ? (upstreamCode.code as OciErrorCode) : NOT_FOUND_CODE[kind];
-    return new RegistryError(code, { status: 404, detail: upstreamCode?.detail });
+    return err(code, { status: 404, detail: upstreamCode?.detail });
   }
-  if (status === 401) return new RegistryError('UNAUTHORIZED', { detail: upstreamCode?.detail, headers: pass });
-  if (status === 403) return new RegistryError('DENIED', { detail: upstreamCode?.detail });
-  if (status === 429) return new RegistryError('TOOMANYREQUESTS', { headers: pass });
+  if (status === 401) return err('UNAUTHORIZED', { detail: upstreamCode?.detail, headers: pass });
+  if (status === 403) return err('DENIED', { detail: upstreamCode?.detail });
+  if (status === 429) return err('TOOMANYREQUESTS', { headers: pass });
   if (status === 400 && upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code)) {
-    return new RegistryError(upstreamCode.code as OciErrorCode, { detail: upstreamCode.detail });
+    return err(upstreamCode.code as OciErrorCode, { detail: upstreamCode.detail });
   }
-  return new RegistryError('UNAVAILABLE', {
+  return err('UNAVAILABLE', {
     status: 502,
     message: `upstream answered ${status}`,
   });
