@@ -16,12 +16,13 @@ import { parseApiPath } from './parse-path.ts';
 import { authenticate, challengeError, GANTRY_SERVICE, type ClientAuthServices } from './client-auth.ts';
 import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
-import { sendBody } from './send-blob.ts';
+import { BlobSender } from './send-blob.ts';
 
 export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
 
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
+  const sender = new BlobSender();
   return async (c: Context<AppEnv>): Promise<Response> => {
     c.env.outgoing.setHeader(DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE);
     const method = c.req.method;
@@ -45,7 +46,7 @@ export function createRegistryHandler(svc: RegistryServices) {
         case 'manifest':
           return await getManifest(c, svc, target, cred, route.reference);
         case 'blob':
-          return await getBlob(c, svc, target, cred, route.digest);
+          return await getBlob(c, svc, sender, target, cred, route.digest);
         case 'tags': {
           relayed(c, 'tags');
           const q = { n: c.req.query('n'), last: c.req.query('last') };
@@ -119,7 +120,7 @@ async function getManifest(
   return RESPONSE_ALREADY_SENT;
 }
 
-async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: ResolvedTarget, auth: ClientCredential, digest: Digest): Promise<Response> {
+async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSender, target: ResolvedTarget, auth: ClientCredential, digest: Digest): Promise<Response> {
   const stats = c.get('stats');
   stats.kind = 'blob';
   const req = { ...target, digest, auth };
@@ -136,43 +137,15 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
     if (h.size !== undefined) headers['Content-Length'] = String(h.size);
     return c.body(null, 200, headers);
   }
-  const opened = await svc.blobs.open(req);
-  stats.result = opened.result;
-  if (opened.source === 'fill' && opened.fill.state === 'failed') {
-    // Failed before we answered: say so properly instead of opening a body we'd have to cut.
-    throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream sent bad data for this blob', detail: { outcome: opened.fill.error?.outcome } });
-  }
-  base[X_CACHE] = opened.result.toUpperCase();
-  let range;
-  try {
-    // A bypass stream is served whole (200): RFC 9110 lets a server ignore Range.
-    range = opened.size === undefined || opened.source === 'stream' ? undefined : parseRange(c.req.header('range'), opened.size);
-  } catch (err) {
-    if (opened.source === 'file') await opened.fh.close();
-    throw err;
-  }
-  const out = c.env.outgoing;
-  const log = c.get('log')();
-  const status = range ? 206 : 200;
-  if (range) base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${opened.size}`;
-  if (range) base['Content-Length'] = range.end - range.start;
-  else if (opened.size !== undefined) base['Content-Length'] = opened.size;
-  if (opened.source === 'memory') {
-    const bytes = range ? opened.bytes.subarray(range.start, range.end) : opened.bytes;
-    stats.bytes = bytes.length;
-    out.writeHead(status, base);
-    out.end(bytes);
-    return RESPONSE_ALREADY_SENT;
-  }
-  if (opened.source === 'stream') {
-    sendBody(out, status, base, opened.body, stats, log);
-    return RESPONSE_ALREADY_SENT;
-  }
-  const { source, plan } =
-    opened.source === 'file'
-      ? svc.blobs.readFile(opened.fh, range?.start ?? 0, range?.end ?? opened.size)
-      : svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end);
-  sendBody(out, status, base, source, stats, log, plan);
+  const blob = await svc.blobs.open(req, (size) => parseRange(c.req.header('range'), size));
+  stats.result = blob.result;
+  base[X_CACHE] = blob.result.toUpperCase();
+  const { range } = blob;
+  if (range) {
+    base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${blob.size}`;
+    base['Content-Length'] = range.end - range.start;
+  } else if (blob.size !== undefined) base['Content-Length'] = blob.size;
+  sender.send(c.env.outgoing, range ? 206 : 200, base, blob, stats, c.get('log')());
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -189,14 +189,7 @@ export class PullThroughManifests {
   private async store(req: ManifestRequest, digest: Digest, mediaType: string, bytes: Buffer): Promise<void> {
     const restricted = isClientOwned(req.auth);
     try {
-      if (!this.cache.peek(digest)) {
-        await this.cache.files.writeVerified(digest, bytes);
-        const now = this.now();
-        await this.cache.add(digest, {
-          kind: 'manifest', size: bytes.length, mediaType, upstream: req.upstream.host, repo: req.remoteName,
-          createdAt: now, lastAccess: now, hits: 0, restricted,
-        });
-      }
+      await this.cache.ingestBytes(digest, bytes, { kind: 'manifest', mediaType, upstream: req.upstream.host, repo: req.remoteName, restricted });
       if (req.reference.kind === 'tag') {
         await this.cache.putTag(req.upstream.host, req.remoteName, req.reference.tag, {
           digest, mediaType, size: bytes.length, checkedAt: this.now(), restricted,

@@ -5,7 +5,7 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sendBody } from '../../../src/http/send-blob.ts';
-import type { ChunkSource } from '../../../src/proxy/chunk-source.ts';
+import type { ChunkSource } from '../../../src/store/chunk-source.ts';
 import { createLogger } from '../../../src/observability/logger.ts';
 
 /** A source over `data` that records every buffer it is handed; `failAt` makes it reject from that offset. */
