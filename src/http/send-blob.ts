@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { classifyIoError } from '../io/io-error.ts';
 import type { Logger } from '../observability/logger.ts';
 import { onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { RequestStats } from './app-env.ts';
@@ -65,9 +66,9 @@ export function sendBody(
   }
   const done = pump(body, out, stats, plan);
   done.catch((err: unknown) => {
-    const code = (err as { code?: string }).code;
+    const kind = classifyIoError(err);
     // The client left (or its socket was already gone): not our failure.
-    if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_UNABLE_TO_PIPE' || code === 'ERR_STREAM_DESTROYED' || out.destroyed) return;
+    if (kind === 'cut' || kind === 'client_gone' || out.destroyed) return;
     log.warn({ err: (err as Error).message }, 'blob stream aborted');
   });
 }

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { classifyIoError, isTimeout } from '../io/io-error.ts';
 import type { Digest } from '../oci/digest.ts';
 import { BlobMismatchError, type BlobWriter, type ByteRange } from '../store/blob-store-api.ts';
 import { lazySource, type ChunkSource } from '../store/chunk-source.ts';
@@ -86,8 +87,8 @@ export class Fill extends EventEmitter {
         await this.drainWrites();
       } catch (err) {
         if (err instanceof FillError) throw err;
-        const timeout = (err as Error).name === 'TimeoutError' || (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT';
-        throw new FillError(timeout ? 'timeout' : 'upstream_error', (err as Error).message, err);
+        // Writer errors arrive as FillError('write_error'); anything else came from the upstream body.
+        throw new FillError(isTimeout(classifyIoError(err)) ? 'timeout' : 'upstream_error', (err as Error).message, err);
       }
       if (this.expectedSize !== undefined && this.received !== this.expectedSize) {
         throw new FillError('size_mismatch', `upstream sent ${this.received} of ${this.expectedSize} bytes`);

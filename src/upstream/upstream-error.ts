@@ -1,3 +1,4 @@
+import { classifyIoError, isTimeout } from '../io/io-error.ts';
 import { RegistryError, type OciErrorCode, type RegistryErrorOptions } from '../oci/errors.ts';
 
 export type RouteKind = 'blob' | 'manifest' | 'tags' | 'referrers';
@@ -72,12 +73,10 @@ export function upstreamStatusToError(
   });
 }
 
-/** Network-level failures (undici error codes) → 502/504. */
+/** Network-level failures → 502, or 504 when a deadline passed. */
 export function upstreamNetworkError(err: unknown): RegistryError {
   const code = (err as { code?: unknown } | null)?.code;
-  const timeout =
-    code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ||
-    (err as Error | null)?.name === 'TimeoutError';
+  const timeout = isTimeout(classifyIoError(err));
   return new RegistryError('UNAVAILABLE', {
     status: timeout ? 504 : 502,
     message: timeout ? 'upstream timed out' : 'upstream unreachable',
