@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, X_CACHE,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, WWW_AUTHENTICATE, X_CACHE,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
@@ -78,7 +78,7 @@ function rawPath(url: string): string {
  */
 function withChallenge(c: Context<AppEnv>, svc: RegistryServices, err: unknown, target: ResolvedTarget, cred: ClientCredential): unknown {
   if (!(err instanceof RegistryError) || err.code !== 'UNAUTHORIZED') return err;
-  if (cred.kind === 'bearer' && !target.renamed && err.headers['WWW-Authenticate']) return err;
+  if (cred.kind === 'bearer' && !target.renamed && err.headers[WWW_AUTHENTICATE]) return err;
   const carriedToken = c.req.header('authorization') !== undefined;
   return challengeError(c, svc, target.upstream.host, `repository:${target.clientName}:pull`, err.message, carriedToken ? 'insufficient_scope' : undefined);
 }

@@ -5,6 +5,7 @@ import { RegistryError } from '../oci/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Digest } from '../oci/digest.ts';
+import { RETRY_AFTER, WWW_AUTHENTICATE } from '../oci/headers.ts';
 import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './bearer-token.ts';
 import { CircuitBreaker, type BreakerTransition } from './breaker.ts';
 import {
@@ -15,6 +16,7 @@ import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
 const USER_AGENT = 'gantry/0.1';
+const WWW_AUTHENTICATE_LC = WWW_AUTHENTICATE.toLowerCase();
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 type UpstreamRequest = {
@@ -218,7 +220,7 @@ export class UpstreamClient {
     const auth = await this.ownAuth(scope);
     const res = await this.send(req, auth);
     if (res.status !== 401 || this.config.token !== undefined) return res;
-    const challenge = parseChallenge(headerString(res.headers['www-authenticate']));
+    const challenge = parseChallenge(headerString(res.headers[WWW_AUTHENTICATE_LC]));
     if (!challenge || (challenge.scheme !== 'bearer' && challenge.scheme !== 'basic')) return res;
     this.challenge = challenge;
     const retryAuth = await this.ownAuth(challenge.params['scope'] ?? scope);
@@ -274,7 +276,7 @@ export class UpstreamClient {
     if (this.openAccess) return undefined;
     const res = await this.send({ method: 'GET', path: '/v2/', repo: '', auth: { kind: 'none' }, signal }, undefined);
     await res.body.dump();
-    const ch = parseChallenge(headerString(res.headers['www-authenticate']));
+    const ch = parseChallenge(headerString(res.headers[WWW_AUTHENTICATE_LC]));
     if (res.status === 401 && ch) this.challenge = ch;
     else if (res.status === 200) this.openAccess = true;
     return this.challenge;
@@ -286,7 +288,7 @@ export class UpstreamClient {
       throw new RegistryError('UNAVAILABLE', {
         status: 503,
         message: 'upstream marked down after repeated failures',
-        headers: { 'Retry-After': String(Math.max(1, Math.ceil(this.breaker.retryAfterMs() / 1000))) },
+        headers: { [RETRY_AFTER]: String(Math.max(1, Math.ceil(this.breaker.retryAfterMs() / 1000))) },
       });
     }
     let url = new URL(this.url + req.path);

@@ -23,7 +23,8 @@ export type ManifestResponse = ManifestHead & { body: UpstreamBody };
 /** Tags and referrers: small JSON answers, relayed with the headers a client may need. */
 export type ListingResponse = { headers: Record<string, string>; body: UpstreamBody };
 
-const LISTING_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST.toLowerCase()];
+const DOCKER_CONTENT_DIGEST_LC = DOCKER_CONTENT_DIGEST.toLowerCase();
+const LISTING_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST_LC];
 
 export function blobPath(repo: string, digest: Digest): string {
   return `/v2/${repo}/blobs/${digest}`;
@@ -59,7 +60,7 @@ export function contentLength(headers: UpstreamHeaders): number | undefined {
 export function manifestHead(headers: UpstreamHeaders): ManifestHead {
   const size = Number(headerString(headers['content-length']));
   return {
-    digest: headerString(headers['docker-content-digest']),
+    digest: headerString(headers[DOCKER_CONTENT_DIGEST_LC]),
     mediaType: headerString(headers['content-type'])?.split(';')[0]?.trim(),
     size: Number.isSafeInteger(size) ? size : undefined,
   };

@@ -1,4 +1,5 @@
 import { classifyIoError, isTimeout } from '../io/io-error.ts';
+import { RETRY_AFTER, WWW_AUTHENTICATE } from '../oci/headers.ts';
 import { RegistryError, type OciErrorCode, type RegistryErrorOptions } from '../oci/errors.ts';
 
 export type RouteKind = 'blob' | 'manifest' | 'tags' | 'referrers';
@@ -52,10 +53,10 @@ export function upstreamStatusToError(
   const err = (code: OciErrorCode, opts: RegistryErrorOptions): UpstreamStatusError => new UpstreamStatusError(status, code, opts);
   const upstreamCode = firstOciCode(body);
   const pass: Record<string, string> = {};
-  const retryAfter = headers['retry-after'];
-  if (typeof retryAfter === 'string') pass['Retry-After'] = retryAfter;
-  const challenge = headers['www-authenticate'];
-  if (typeof challenge === 'string') pass['WWW-Authenticate'] = challenge;
+  const retryAfter = headers[RETRY_AFTER.toLowerCase()];
+  if (typeof retryAfter === 'string') pass[RETRY_AFTER] = retryAfter;
+  const challenge = headers[WWW_AUTHENTICATE.toLowerCase()];
+  if (typeof challenge === 'string') pass[WWW_AUTHENTICATE] = challenge;
 
   if (status === 404) {
     const code = upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code) ? (upstreamCode.code as OciErrorCode) : NOT_FOUND_CODE[kind];
