@@ -137,7 +137,7 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSe
     if (h.size !== undefined) headers['Content-Length'] = String(h.size);
     return c.body(null, 200, headers);
   }
-  const blob = await svc.blobs.open(req, (size) => parseRange(c.req.header('range'), size));
+  const blob = await svc.blobs.open(req, c.req.header('range'), parseRange);
   stats.result = blob.result;
   base[X_CACHE] = blob.result.toUpperCase();
   const { range } = blob;

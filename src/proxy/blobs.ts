@@ -33,8 +33,12 @@ export type OpenedBlob = {
   stored: boolean;
 };
 
-/** The Range to apply once the size is known: undefined for the whole blob; throws RANGE_INVALID (416). */
-export type RangeFor = (size: number) => ByteRange | undefined;
+/**
+ * Reads a Range header against the blob's size once that is known: undefined
+ * for the whole blob; throws RANGE_INVALID (416). (The route passes its parser
+ * and the raw header rather than a closure: nothing is allocated per request.)
+ */
+export type RangeParser = (header: string | undefined, size: number) => ByteRange | undefined;
 
 const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
@@ -74,20 +78,20 @@ export class PullThroughBlobs {
     this.fillSlots = new Semaphore(opts.maxConcurrentFills, opts.fillQueueTimeoutMs);
   }
 
-  async open(req: BlobRequest, rangeFor: RangeFor): Promise<OpenedBlob> {
-    const local = await this.openLocal(req, rangeFor);
+  async open(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
+    const local = await this.openLocal(req, rangeHeader, parseRange);
     if (local) return local;
     const pending = this.inflight.get(req.digest);
-    if (pending) return this.join(req, pending, rangeFor);
+    if (pending) return this.join(req, pending, rangeHeader, parseRange);
     // A fill may have committed while we looked at the disk.
-    const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req, rangeFor) : undefined;
+    const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req, rangeHeader, parseRange) : undefined;
     if (raced) return raced;
     if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await this.fetch(req, undefined));
-    return this.lead(req, rangeFor);
+    return this.lead(req, rangeHeader, parseRange);
   }
 
   /** Start the fill; only this request may stream the leader's own upstream answer if the cache can't take it. */
-  private async lead(req: BlobRequest, rangeFor: RangeFor): Promise<OpenedBlob> {
+  private async lead(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
     const started = this.startFill(req);
     const shared = started.then((s): Inflight => ('fill' in s ? s : undefined));
     this.inflight.set(req.digest, shared);
@@ -97,20 +101,20 @@ export class PullThroughBlobs {
     void shared.then((s) => s ?? forget(), forget);
     const s = await started;
     if ('bypass' in s) return this.streamThrough(req, s.bypass);
-    return this.fromFill(s.fill, 'miss', rangeFor);
+    return this.fromFill(s.fill, 'miss', rangeHeader, parseRange);
   }
 
   /** Ride along on a fill in progress: its error is ours; if it was bypassed, fetch a verified stream of our own. */
-  private async join(req: BlobRequest, pending: Promise<Inflight>, rangeFor: RangeFor): Promise<OpenedBlob> {
+  private async join(req: BlobRequest, pending: Promise<Inflight>, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
     const started = await pending;
     if (!started) return this.streamThrough(req, await this.fetch(req, undefined));
     // Never let a request ride along on a download made with someone else's credential unchecked.
     if (started.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
-    return this.fromFill(started.fill, 'coalesced', rangeFor);
+    return this.fromFill(started.fill, 'coalesced', rangeHeader, parseRange);
   }
 
   /** Bytes of an in-progress fill, counted as a waiter while they stream. */
-  private fromFill(fill: Fill, result: CacheResult, rangeFor: RangeFor): OpenedBlob {
+  private fromFill(fill: Fill, result: CacheResult, rangeHeader: string | undefined, parseRange: RangeParser): OpenedBlob {
     if (fill.state === 'failed') {
       // Failed before we answered: say so properly instead of opening a body we'd have to cut.
       throw new RegistryError('UNAVAILABLE', {
@@ -118,7 +122,7 @@ export class PullThroughBlobs {
       });
     }
     const size = fill.expectedSize;
-    const range = size === undefined ? undefined : withResult(result, () => rangeFor(size));
+    const range = size === undefined ? undefined : withResult(result, rangeHeader, parseRange, size);
     const waiters = this.opts.metrics.inflightWaiters;
     waiters.inc();
     return { size, result, range, body: onClose(fill.openSource(range?.start ?? 0, range?.end), () => waiters.dec()), stored: false };
@@ -142,18 +146,18 @@ export class PullThroughBlobs {
   }
 
   /** A cached blob, after the access check if it is restricted; undefined on a miss. */
-  private async openLocal(req: BlobRequest, rangeFor: RangeFor): Promise<OpenedBlob | undefined> {
+  private async openLocal(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob | undefined> {
     const entry = this.opts.cache.peek(req.digest);
     if (!entry) return undefined;
     if (entry.restricted) await this.checkRestricted(req);
     if (entry.size <= HOT_BLOB_MAX_BYTES) {
       const whole = await this.opts.cache.readWhole(req.digest);
       if (!whole) return undefined;
-      const range = withResult('hit', () => rangeFor(whole.bytes.length));
+      const range = withResult('hit', rangeHeader, parseRange, whole.bytes.length);
       const body = range ? whole.bytes.subarray(range.start, range.end) : whole.bytes;
       return { size: whole.bytes.length, result: 'hit', range, body, stored: true };
     }
-    const range = withResult('hit', () => rangeFor(entry.size));
+    const range = withResult('hit', rangeHeader, parseRange, entry.size);
     const local = await this.opts.cache.open(req.digest, range);
     return local ? { size: local.size, result: 'hit', range, body: local.source, stored: true } : undefined;
   }
@@ -245,12 +249,12 @@ export class PullThroughBlobs {
 }
 
 /**
- * Run `rangeFor`; a refused Range (416) still says how the blob was found,
+ * Apply the Range; a refused one (416) still says how the blob was found,
  * as every other answer does.
  */
-function withResult(result: CacheResult, rangeFor: () => ByteRange | undefined): ByteRange | undefined {
+function withResult(result: CacheResult, rangeHeader: string | undefined, parseRange: RangeParser, size: number): ByteRange | undefined {
   try {
-    return rangeFor();
+    return parseRange(rangeHeader, size);
   } catch (err) {
     if (!(err instanceof RegistryError)) throw err;
     throw new RegistryError(err.code, { status: err.status, message: err.message, detail: err.detail, headers: { ...err.headers, [X_CACHE]: result.toUpperCase() }, cause: err.cause });
