@@ -233,7 +233,7 @@ function toFillError(err: unknown): FillError {
   return new FillError('write_error', (err as Error).message, err);
 }
 
-/** A reader tailing a fill: shared window chunks when it keeps up, positional reads from the temp file when not. */
+/** A reader tailing a fill: shared window chunks when it keeps up, reads back from the writer when not. */
 class TailSource implements ChunkSource {
   private readonly fill: Fill;
   private pos: number;

@@ -104,7 +104,9 @@ export function iterableSource(body: AsyncIterable<Uint8Array> & { destroy?: (er
     async read() {
       if (closed) throw new Error('source closed');
       const next = await it.next();
-      return next.done ? null : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+      if (next.done) return null;
+      const v = next.value;
+      return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
     },
     close() {
       if (closed) return;
