@@ -2,12 +2,12 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, WWW_AUTHENTICATE, X_CACHE,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
-import type { PullThroughBlobs } from '../proxy/blobs.ts';
+import type { OpenedBlob, PullThroughBlobs } from '../proxy/blobs.ts';
 import type { PullThroughManifests } from '../proxy/manifests.ts';
 import type { Listing, PassthroughListings } from '../proxy/listings.ts';
 import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
@@ -137,7 +137,15 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSe
     if (h.size !== undefined) headers['Content-Length'] = String(h.size);
     return c.body(null, 200, headers);
   }
-  const blob = await svc.blobs.open(req, c.req.header('range'), parseRange);
+  let blob: OpenedBlob;
+  try {
+    blob = await svc.blobs.open(req, c.req.header('range'), parseRange);
+  } catch (err) {
+    // A refused Range or a fill that failed before the answer still counts as how the blob was found.
+    const found = err instanceof RegistryError ? err.headers[X_CACHE] : undefined;
+    if (found) stats.result = found.toLowerCase() as CacheResult;
+    throw err;
+  }
   stats.result = blob.result;
   base[X_CACHE] = blob.result.toUpperCase();
   const { range } = blob;
