@@ -6,14 +6,15 @@ import type { Config } from './config/config.ts';
 import { createApp } from './http/app.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { AccessGuard } from './proxy/access-guard.ts';
 import { PullThroughBlobs } from './proxy/blobs.ts';
+import { PassthroughListings } from './proxy/listings.ts';
 import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
-import { AccessGuard } from './auth/access-guard.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 
@@ -30,6 +31,7 @@ export type Services = {
   guard: AccessGuard;
   blobs: PullThroughBlobs;
   manifests: PullThroughManifests;
+  listings: PassthroughListings;
   tokens: GantryTokens;
   htpasswd: Htpasswd | undefined;
   /** Aborts background work (fills) at once; close() does it too. */
@@ -108,13 +110,14 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
   });
+  const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
 
   let closing: Promise<void> | undefined;
   const abort = (): void => shutdown.abort();
   return {
-    config, log, metrics, cache, upstreams, guard, blobs, manifests, tokens, htpasswd, abort,
+    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, abort,
     close() {
       closing ??= (async () => {
         abort();
@@ -128,11 +131,11 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
 
 /** Serve the services over HTTP until close(); close() also closes the services. */
 export async function listen(services: Services): Promise<Gantry> {
-  const { config, upstreams, blobs, manifests, metrics, log, cache } = services;
+  const { config, upstreams, blobs, manifests, listings, metrics, log, cache } = services;
   let ready = true;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
-    maxPassthroughBytes: config.maxManifestBytes,
+    listings,
     authConfig: config.auth,
     tokens: services.tokens,
     htpasswd: services.htpasswd,

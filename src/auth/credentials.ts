@@ -14,8 +14,6 @@ export type ClientCredential =
   | { kind: 'bearer'; header: string }
   | { kind: 'basic'; header: string; username: string };
 
-export const ANONYMOUS: ClientCredential = Object.freeze({ kind: 'none' });
-
 /** Content fetched with the client's own credential is private to what the upstream lets that credential see. */
 export function isClientOwned(c: ClientCredential): c is Extract<ClientCredential, { kind: 'bearer' | 'basic' }> {
   return c.kind === 'bearer' || c.kind === 'basic';

@@ -1,9 +1,10 @@
 import { RegistryError } from '../oci/errors.ts';
+import { CONTENT_RANGE } from '../oci/headers.ts';
+import type { ByteRange } from '../store/blob-store-api.ts';
 
 const MAX_RANGE_HEADER_LENGTH = 100;
 
-/** A satisfiable byte range, end exclusive. */
-export type ByteRange = { start: number; end: number };
+export type { ByteRange };
 
 /**
  * Parse a Range header against a known size (RFC 9110 §14.1.2). Only a single
@@ -38,6 +39,6 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
 function unsatisfiable(size: number): RegistryError {
   return new RegistryError('RANGE_INVALID', {
     message: 'requested range not satisfiable',
-    headers: { 'Content-Range': `bytes */${size}` },
+    headers: { [CONTENT_RANGE]: `bytes */${size}` },
   });
 }

@@ -2,30 +2,27 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, X_CACHE,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
 } from '../oci/headers.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
-import type { PullThroughBlobs } from '../proxy/blobs.ts';
+import type { OpenedBlob, PullThroughBlobs } from '../proxy/blobs.ts';
 import type { PullThroughManifests } from '../proxy/manifests.ts';
-import { readBounded, readErrorText } from '../proxy/read-body.ts';
-import { headerString } from '../upstream/client.ts';
-import { upstreamStatusToError, type RouteKind } from '../upstream/upstream-error.ts';
+import type { Listing, PassthroughListings } from '../proxy/listings.ts';
 import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
 import type { AppEnv } from './app-env.ts';
 import { parseApiPath } from './parse-path.ts';
 import { authenticate, challengeError, GANTRY_SERVICE, type ClientAuthServices } from './client-auth.ts';
 import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
-import { sendBody } from './send-blob.ts';
+import { BlobSender } from './send-blob.ts';
 
-export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; maxPassthroughBytes: number };
-
-const PASSTHROUGH_RESPONSE_HEADERS = ['content-type', 'link', 'oci-filters-applied', DOCKER_CONTENT_DIGEST.toLowerCase()];
+export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
 
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
+  const sender = new BlobSender();
   return async (c: Context<AppEnv>): Promise<Response> => {
     c.env.outgoing.setHeader(DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE);
     const method = c.req.method;
@@ -49,20 +46,15 @@ export function createRegistryHandler(svc: RegistryServices) {
         case 'manifest':
           return await getManifest(c, svc, target, cred, route.reference);
         case 'blob':
-          return await getBlob(c, svc, target, cred, route.digest);
+          return await getBlob(c, svc, sender, target, cred, route.digest);
         case 'tags': {
-          const q = new URLSearchParams();
-          for (const k of ['n', 'last'] as const) {
-            const v = c.req.query(k);
-            if (v !== undefined) q.set(k, v);
-          }
-          return await passthrough(c, svc, target, cred, 'tags', 'tags/list', q);
+          relayed(c, 'tags');
+          const q = { n: c.req.query('n'), last: c.req.query('last') };
+          return listing(c, await svc.listings.tags(listingRequest(c, target, cred), q));
         }
         case 'referrers': {
-          const q = new URLSearchParams();
-          const at = c.req.query('artifactType');
-          if (at !== undefined) q.set('artifactType', at);
-          return await passthrough(c, svc, target, cred, 'referrers', `referrers/${route.digest}`, q);
+          relayed(c, 'referrers');
+          return listing(c, await svc.listings.referrers(listingRequest(c, target, cred), route.digest, c.req.query('artifactType')));
         }
       }
     } catch (err) {
@@ -86,7 +78,7 @@ function rawPath(url: string): string {
  */
 function withChallenge(c: Context<AppEnv>, svc: RegistryServices, err: unknown, target: ResolvedTarget, cred: ClientCredential): unknown {
   if (!(err instanceof RegistryError) || err.code !== 'UNAUTHORIZED') return err;
-  if (cred.kind === 'bearer' && !target.renamed && err.headers['WWW-Authenticate']) return err;
+  if (cred.kind === 'bearer' && !target.renamed && err.headers[WWW_AUTHENTICATE]) return err;
   const carriedToken = c.req.header('authorization') !== undefined;
   return challengeError(c, svc, target.upstream.host, `repository:${target.clientName}:pull`, err.message, carriedToken ? 'insufficient_scope' : undefined);
 }
@@ -128,7 +120,7 @@ async function getManifest(
   return RESPONSE_ALREADY_SENT;
 }
 
-async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: ResolvedTarget, auth: ClientCredential, digest: Digest): Promise<Response> {
+async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSender, target: ResolvedTarget, auth: ClientCredential, digest: Digest): Promise<Response> {
   const stats = c.get('stats');
   stats.kind = 'blob';
   const req = { ...target, digest, auth };
@@ -145,81 +137,43 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, target: Resolv
     if (h.size !== undefined) headers['Content-Length'] = String(h.size);
     return c.body(null, 200, headers);
   }
-  const opened = await svc.blobs.open(req);
-  stats.result = opened.result;
-  if (opened.source === 'fill' && opened.fill.state === 'failed') {
-    // Failed before we answered: say so properly instead of opening a body we'd have to cut.
-    throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream sent bad data for this blob', detail: { outcome: opened.fill.error?.outcome } });
-  }
-  base[X_CACHE] = opened.result.toUpperCase();
-  let range;
+  let blob: OpenedBlob;
   try {
-    // A bypass stream is served whole (200): RFC 9110 lets a server ignore Range.
-    range = opened.size === undefined || opened.source === 'stream' ? undefined : parseRange(c.req.header('range'), opened.size);
+    blob = await svc.blobs.open(req, c.req.header('range'), parseRange);
   } catch (err) {
-    if (opened.source === 'file') await opened.fh.close();
+    // A refused Range or a fill that failed before the answer still counts as how the blob was found.
+    const found = err instanceof RegistryError ? err.headers[X_CACHE] : undefined;
+    if (found) stats.result = found.toLowerCase() as CacheResult;
     throw err;
   }
-  const out = c.env.outgoing;
-  const log = c.get('log')();
-  const status = range ? 206 : 200;
-  if (range) base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${opened.size}`;
-  if (range) base['Content-Length'] = range.end - range.start;
-  else if (opened.size !== undefined) base['Content-Length'] = opened.size;
-  if (opened.source === 'memory') {
-    const bytes = range ? opened.bytes.subarray(range.start, range.end) : opened.bytes;
-    stats.bytes = bytes.length;
-    out.writeHead(status, base);
-    out.end(bytes);
-    return RESPONSE_ALREADY_SENT;
-  }
-  if (opened.source === 'stream') {
-    sendBody(out, status, base, opened.body, stats, log);
-    return RESPONSE_ALREADY_SENT;
-  }
-  const { source, plan } =
-    opened.source === 'file'
-      ? svc.blobs.readFile(opened.fh, range?.start ?? 0, range?.end ?? opened.size)
-      : svc.blobs.readFill(opened.fill, range?.start ?? 0, range?.end);
-  sendBody(out, status, base, source, stats, log, plan);
+  stats.result = blob.result;
+  base[X_CACHE] = blob.result.toUpperCase();
+  const { range } = blob;
+  if (range) {
+    base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${blob.size}`;
+    base['Content-Length'] = range.end - range.start;
+  } else if (blob.size !== undefined) base['Content-Length'] = blob.size;
+  sender.send(c.env.outgoing, range ? 206 : 200, base, blob, stats, c.get('log')());
   return RESPONSE_ALREADY_SENT;
 }
 
-/** Tags and referrers: small JSON answers, relayed as they are (never cached). */
-async function passthrough(
-  c: Context<AppEnv>,
-  svc: RegistryServices,
-  target: ResolvedTarget,
-  auth: ClientCredential,
-  kind: RouteKind,
-  suffix: string,
-  query: URLSearchParams,
-): Promise<Response> {
+function listingRequest(c: Context<AppEnv>, target: ResolvedTarget, auth: ClientCredential) {
+  return { ...target, auth, accept: c.req.header('accept'), headOnly: c.req.method === 'HEAD' };
+}
+
+/** Tags and referrers are relayed, never cached: BYPASS, whether the upstream answers or fails. */
+function relayed(c: Context<AppEnv>, kind: 'tags' | 'referrers'): void {
   const stats = c.get('stats');
-  stats.kind = kind === 'tags' ? 'tags' : 'referrers';
+  stats.kind = kind;
   stats.result = 'bypass';
-  const qs = query.size > 0 ? `?${query.toString()}` : '';
-  // Always GET: distribution answers HEAD on tags/list with 405; a HEAD from our client just drops the body.
-  const res = await target.upstream.request({
-    method: 'GET',
-    path: `/v2/${target.remoteName}/${suffix}${qs}`,
-    repo: target.remoteName,
-    accept: c.req.header('accept'),
-    auth,
-  });
-  if (res.status !== 200) throw upstreamStatusToError(kind, res.status, await readErrorText(res.body), res.headers);
-  const headers: Record<string, string> = { [X_CACHE]: 'BYPASS' };
-  for (const h of PASSTHROUGH_RESPONSE_HEADERS) {
-    const v = headerString(res.headers[h]);
-    if (v !== undefined) headers[h] = v;
-  }
-  if (c.req.method === 'HEAD') {
-    await res.body.dump();
-    return c.body(null, 200, headers);
-  }
-  const bytes = await readBounded(res.body, svc.maxPassthroughBytes);
-  stats.bytes = bytes.length;
-  return c.body(asBody(bytes), 200, headers);
+}
+
+function listing(c: Context<AppEnv>, l: Listing): Response {
+  const stats = c.get('stats');
+  const headers = { ...l.headers, [X_CACHE]: 'BYPASS' };
+  if (!l.bytes) return c.body(null, 200, headers);
+  stats.bytes = l.bytes.length;
+  return c.body(asBody(l.bytes), 200, headers);
 }
 
 function stringify(h: Record<string, string | number>): Record<string, string> {

@@ -1,9 +1,47 @@
 import type { ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
-import type { BufferPlan, ChunkSource } from '../proxy/chunk-source.ts';
+import { classifyIoError } from '../io/io-error.ts';
 import type { Logger } from '../observability/logger.ts';
+import { onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { RequestStats } from './app-env.ts';
+
+/** How a response reuses its buffers: `count` of `bytes` each per request, each reused once the socket has written it. */
+export type BufferPlan = { count: number; bytes: number };
+
+const FEW_STREAMS = 8;
+const BIG_BUFFERS: BufferPlan = { count: 3, bytes: 1024 * 1024 };
+// Two: one being written by the socket while the next is read (50 readers of one fill: 6 MiB).
+const SMALL_BUFFERS: BufferPlan = { count: 2, bytes: 64 * 1024 };
+
+/** A blob body as the pull-through side hands it over (see OpenedBlob). */
+export type BlobBody = { body: Buffer | ChunkSource; stored: boolean };
+
+/**
+ * Sends blob bodies, choosing each response's buffers: small blobs from
+ * memory in one write; stored blobs through large buffers while few stream
+ * (fewer syscalls for one big pull) and small ones under fan-out, so many
+ * clients don't multiply into hundreds of MiB; bytes still arriving through
+ * small ones.
+ */
+export class BlobSender {
+  private storedStreams = 0;
+
+  send(out: ServerResponse, status: number, headers: Record<string, string | number>, blob: BlobBody, stats: RequestStats, log: Logger): void {
+    const { body } = blob;
+    if (Buffer.isBuffer(body)) {
+      stats.bytes = body.length;
+      out.writeHead(status, headers);
+      out.end(body);
+      return;
+    }
+    if (!blob.stored) {
+      sendBody(out, status, headers, body, stats, log, SMALL_BUFFERS);
+      return;
+    }
+    const plan = this.storedStreams < FEW_STREAMS ? BIG_BUFFERS : SMALL_BUFFERS;
+    this.storedStreams += 1;
+    sendBody(out, status, headers, onClose(body, () => (this.storedStreams -= 1)), stats, log, plan);
+  }
+}
 
 /**
  * Stream a blob body straight to the Node response. Going around the
@@ -16,7 +54,7 @@ export function sendBody(
   out: ServerResponse,
   status: number,
   headers: Record<string, string | number>,
-  body: ChunkSource | Readable | undefined,
+  body: ChunkSource | undefined,
   stats: RequestStats,
   log: Logger,
   plan: BufferPlan = { count: 4, bytes: 64 * 1024 },
@@ -26,20 +64,13 @@ export function sendBody(
     out.end();
     return;
   }
-  const done = 'pipe' in body ? pipeStream(body, out, stats) : pump(body, out, stats, plan);
+  const done = pump(body, out, stats, plan);
   done.catch((err: unknown) => {
-    const code = (err as { code?: string }).code;
+    const kind = classifyIoError(err);
     // The client left (or its socket was already gone): not our failure.
-    if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_STREAM_UNABLE_TO_PIPE' || code === 'ERR_STREAM_DESTROYED' || out.destroyed) return;
+    if (kind === 'cut' || kind === 'client_gone' || out.destroyed) return;
     log.warn({ err: (err as Error).message }, 'blob stream aborted');
   });
-}
-
-async function pipeStream(body: Readable, out: ServerResponse, stats: RequestStats): Promise<void> {
-  body.on('data', (chunk: Buffer) => {
-    stats.bytes += chunk.length;
-  });
-  await pipeline(body, out);
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { basicHeader, credentialKey, parseBasic, type ClientCredential } from '../auth/credentials.ts';
 import { RegistryError } from '../oci/errors.ts';
+import { checkUpstreamLogin } from '../proxy/upstream-login.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
 import type { AppEnv } from './app-env.ts';
 import type { ClientAuthServices } from './client-auth.ts';
@@ -32,7 +33,7 @@ export function createTokenHandler(svc: ClientAuthServices & { upstreams: Upstre
       cred = { kind: 'user', username: req.username };
     } else {
       cred = { kind: 'basic', header: basicHeader(req.username, req.password ?? ''), username: req.username };
-      await validateWithUpstream(svc.upstreams, cred, req);
+      await checkUpstreamLogin(svc.upstreams, cred, { service: req.service, scopes: req.scopes });
     }
     const token = svc.tokens.issue(cred);
     const body: Record<string, unknown> = {
@@ -72,21 +73,4 @@ async function readTokenRequest(c: Context<AppEnv>): Promise<TokenRequest> {
   if (grant === 'password') return { ...common, username: form.get('username') ?? undefined, password: form.get('password') ?? undefined };
   if (grant === 'refresh_token') return { ...common, refreshToken: form.get('refresh_token') ?? '' };
   throw new RegistryError('UNSUPPORTED', { status: 400, message: 'unsupported grant_type' });
-}
-
-/**
- * Ask the upstream whether these credentials are good, for the repositories
- * the client asked about (translated to the upstream's names). Without a
- * repository scope (a `docker login`-style request) they are checked against
- * the upstream named by `service`, or the default upstream, with no scope.
- */
-async function validateWithUpstream(upstreams: Upstreams, cred: ClientCredential, req: TokenRequest): Promise<void> {
-  const ns = req.service && upstreams.byName(req.service) ? req.service : undefined;
-  const repos = req.scopes.map((s) => /^repository:(.+):([a-z,*]+)$/.exec(s)?.[1]).filter((r): r is string => r !== undefined);
-  const targets = repos.length > 0 ? repos.map((r) => upstreams.resolve(r, { ns })) : [{ upstream: upstreams.byName(ns ?? '') ?? upstreams.defaultUpstream(), remoteName: '' }];
-  for (const target of targets) {
-    const res = await target.upstream.request({ method: 'GET', path: '/v2/', repo: target.remoteName, auth: cred });
-    await res.body.dump();
-    if (res.status === 401 || res.status === 403) throw new RegistryError('UNAUTHORIZED', { message: 'the upstream refused these credentials' });
-  }
 }

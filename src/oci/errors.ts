@@ -53,7 +53,3 @@ export function toErrorBody(err: RegistryError): ErrorBody {
   if (err.detail !== undefined) entry.detail = err.detail;
   return { errors: [entry] };
 }
-
-export function isRegistryError(err: unknown): err is RegistryError {
-  return err instanceof RegistryError;
-}

@@ -1,41 +1,51 @@
-import type { FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import type { AccessGuard } from '../auth/access-guard.ts';
 import { isClientOwned, type ClientCredential } from '../auth/credentials.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
-import type { CacheResult } from '../oci/headers.ts';
+import { X_CACHE, type CacheResult } from '../oci/headers.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { BlobWriter, ByteRange } from '../store/blob-store-api.ts';
+import { iterableSource, onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
-import { headerString, type UpstreamResponse } from '../upstream/client.ts';
-import { upstreamStatusToError } from '../upstream/upstream-error.ts';
+import type { BlobResponse } from '../upstream/registry-api.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
-import { FileSource, onClose, type BufferPlan, type ChunkSource } from './chunk-source.ts';
+import type { AccessGuard, AccessProbe } from './access-guard.ts';
 import { Fill } from './fill.ts';
-import { readErrorText } from './read-body.ts';
 import { resumableBody } from './resumable-body.ts';
 import { Semaphore } from './semaphore.ts';
 import { createVerifyingStream } from './verifying-stream.ts';
 
 export type BlobRequest = ResolvedTarget & { digest: Digest; auth: ClientCredential };
 
-export type OpenedBlob =
-  | { source: 'file'; fh: FileHandle; size: number; result: CacheResult }
-  /** A small cached blob, served from memory (config blobs, small layers: most requests of a pull). */
-  | { source: 'memory'; bytes: Buffer; size: number; result: CacheResult }
-  | { source: 'fill'; fill: Fill; size: number | undefined; result: CacheResult }
-  /** Cache bypassed (disk trouble): verified bytes straight from the upstream. */
-  | { source: 'stream'; body: Readable; size: number | undefined; result: CacheResult };
+/**
+ * A blob ready to serve, in one shape however it was found: cached, being
+ * downloaded, or streamed straight through.
+ */
+export type OpenedBlob = {
+  /** The whole blob's size; undefined when the upstream sent no length (no Range applies then). */
+  size: number | undefined;
+  result: CacheResult;
+  /** The part of the blob `body` holds, when a Range was applied (a 206). */
+  range: ByteRange | undefined;
+  /** Small cached blobs come from memory (one write); everything else is read into the response's own buffers. */
+  body: Buffer | ChunkSource;
+  /** The body reads a stored blob (its buffers can be sized by how many such reads run), not bytes still arriving. */
+  stored: boolean;
+};
 
-const FEW_STREAMS = 8;
-const BIG_BUFFERS: BufferPlan = { count: 3, bytes: 1024 * 1024 };
-// Two: one being written by the socket while the next is read (50 readers of one fill: 6 MiB).
-const SMALL_BUFFERS: BufferPlan = { count: 2, bytes: 64 * 1024 };
+/**
+ * Reads a Range header against the blob's size once that is known: undefined
+ * for the whole blob; throws RANGE_INVALID (416). (The route passes its parser
+ * and the raw header rather than a closure: nothing is allocated per request.)
+ */
+export type RangeParser = (header: string | undefined, size: number) => ByteRange | undefined;
+
 const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
-/** An in-flight fill and whether it was started with a client's own credential. */
-type Inflight = { fill: Fill; restricted: boolean };
+/** A fill that started, or the upstream answer to stream through because the cache could not take it. */
+type Started = { fill: Fill; restricted: boolean } | { bypass: BlobResponse };
+/** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
+type Inflight = { fill: Fill; restricted: boolean } | undefined;
 
 export type PullThroughBlobsOptions = {
   cache: ContentCache;
@@ -62,154 +72,138 @@ export class PullThroughBlobs {
   private readonly opts: PullThroughBlobsOptions;
   private readonly fillSlots: Semaphore;
   private diskTroubleUntil = 0;
-  private fileStreams = 0;
 
   constructor(opts: PullThroughBlobsOptions) {
     this.opts = opts;
     this.fillSlots = new Semaphore(opts.maxConcurrentFills, opts.fillQueueTimeoutMs);
   }
 
-  async open(req: BlobRequest): Promise<OpenedBlob> {
-    const local = await this.openLocal(req);
+  async open(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
+    const local = await this.openLocal(req, rangeHeader, parseRange);
     if (local) return local;
-    let pending = this.inflight.get(req.digest);
-    let result: CacheResult = 'coalesced';
-    if (!pending) {
-      // A fill may have committed while we looked at the disk.
-      const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req) : undefined;
-      if (raced) return raced;
-      if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await this.fetch(req, undefined));
-      pending = this.startFill(req);
-      this.inflight.set(req.digest, pending);
-      pending.catch(() => this.inflight.delete(req.digest));
-      result = 'miss';
-    } else {
-      // Never let a request ride along on a download made with someone else's credential unchecked.
-      const { restricted } = await pending;
-      if (restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
-    }
-    let started: Inflight;
-    try {
-      started = await pending;
-    } catch (err) {
-      if (err instanceof BypassSignal) return this.streamThrough(req, err.res);
-      throw err;
-    }
-    return { source: 'fill', fill: started.fill, size: started.fill.expectedSize, result };
+    const pending = this.inflight.get(req.digest);
+    if (pending) return this.join(req, pending, rangeHeader, parseRange);
+    // A fill may have committed while we looked at the disk.
+    const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req, rangeHeader, parseRange) : undefined;
+    if (raced) return raced;
+    if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await this.fetch(req, undefined));
+    return this.lead(req, rangeHeader, parseRange);
   }
 
-  /**
-   * Bytes [start, end) of a cached blob, and the buffers to serve it with:
-   * large when few clients stream (fewer syscalls for one big pull), small
-   * under fan-out, so many clients don't multiply into hundreds of MiB.
-   */
-  readFile(fh: FileHandle, start: number, end: number): { source: ChunkSource; plan: BufferPlan } {
-    const plan = this.fileStreams < FEW_STREAMS ? BIG_BUFFERS : SMALL_BUFFERS;
-    this.fileStreams += 1;
-    return { source: onClose(new FileSource(fh, start, end), () => (this.fileStreams -= 1)), plan };
+  /** Start the fill; only this request may stream the leader's own upstream answer if the cache can't take it. */
+  private async lead(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
+    const started = this.startFill(req);
+    const shared = started.then((s): Inflight => ('fill' in s ? s : undefined));
+    this.inflight.set(req.digest, shared);
+    const forget = (): void => {
+      if (this.inflight.get(req.digest) === shared) this.inflight.delete(req.digest);
+    };
+    void shared.then((s) => s ?? forget(), forget);
+    const s = await started;
+    if ('bypass' in s) return this.streamThrough(req, s.bypass);
+    return this.fromFill(s.fill, 'miss', rangeHeader, parseRange);
   }
 
-  /** Bytes [start, end) of an in-progress fill, counted as a waiter while it lasts. */
-  readFill(fill: Fill, start: number, end: number | undefined): { source: ChunkSource; plan: BufferPlan } {
+  /** Ride along on a fill in progress: its error is ours; if it was bypassed, fetch a verified stream of our own. */
+  private async join(req: BlobRequest, pending: Promise<Inflight>, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
+    const started = await pending;
+    if (!started) return this.streamThrough(req, await this.fetch(req, undefined));
+    // Never let a request ride along on a download made with someone else's credential unchecked.
+    if (started.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
+    return this.fromFill(started.fill, 'coalesced', rangeHeader, parseRange);
+  }
+
+  /** Bytes of an in-progress fill, counted as a waiter while they stream. */
+  private fromFill(fill: Fill, result: CacheResult, rangeHeader: string | undefined, parseRange: RangeParser): OpenedBlob {
+    if (fill.state === 'failed') {
+      // Failed before we answered: say so properly instead of opening a body we'd have to cut.
+      throw new RegistryError('UNAVAILABLE', {
+        status: 502, message: 'upstream sent bad data for this blob', detail: { outcome: fill.error?.outcome }, headers: { [X_CACHE]: result.toUpperCase() },
+      });
+    }
+    const size = fill.expectedSize;
+    const range = size === undefined ? undefined : withResult(result, rangeHeader, parseRange, size);
     const waiters = this.opts.metrics.inflightWaiters;
     waiters.inc();
-    return { source: onClose(fill.openSource(start, end), () => waiters.dec()), plan: SMALL_BUFFERS };
+    return { size, result, range, body: onClose(fill.openSource(range?.start ?? 0, range?.end), () => waiters.dec()), stored: false };
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */
   async head(req: BlobRequest): Promise<{ size: number | undefined; result: CacheResult }> {
-    const entry = this.opts.cache.peek(req.digest);
-    if (entry && (await this.opts.cache.files.size(req.digest)) !== undefined) {
+    const entry = await this.opts.cache.stat(req.digest);
+    if (entry) {
       if (entry.restricted) await this.checkRestricted(req);
       return { size: entry.size, result: 'hit' };
     }
     const pending = this.inflight.get(req.digest);
     if (pending) {
       const started = await pending.catch(() => undefined);
-      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
       if (started?.fill.expectedSize !== undefined) return { size: started.fill.expectedSize, result: 'coalesced' };
     }
-    const res = await req.upstream.request({ method: 'HEAD', path: blobPath(req), repo: req.remoteName, auth: req.auth });
-    await res.body.dump();
-    if (res.status !== 200) throw upstreamStatusToError('blob', res.status, '', res.headers);
-    return { size: contentLength(res), result: 'miss' };
+    const { size } = await req.upstream.headBlob(req.remoteName, req.digest, { auth: req.auth });
+    return { size, result: 'miss' };
   }
 
   /** A cached blob, after the access check if it is restricted; undefined on a miss. */
-  private async openLocal(req: BlobRequest): Promise<OpenedBlob | undefined> {
+  private async openLocal(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob | undefined> {
     const entry = this.opts.cache.peek(req.digest);
     if (!entry) return undefined;
     if (entry.restricted) await this.checkRestricted(req);
     if (entry.size <= HOT_BLOB_MAX_BYTES) {
       const whole = await this.opts.cache.readWhole(req.digest);
-      return whole ? { source: 'memory', bytes: whole.bytes, size: whole.bytes.length, result: 'hit' } : undefined;
+      if (!whole) return undefined;
+      const range = withResult('hit', rangeHeader, parseRange, whole.bytes.length);
+      const body = range ? whole.bytes.subarray(range.start, range.end) : whole.bytes;
+      return { size: whole.bytes.length, result: 'hit', range, body, stored: true };
     }
-    const local = await this.opts.cache.open(req.digest);
-    return local ? { source: 'file', fh: local.fh, size: local.size, result: 'hit' } : undefined;
+    const range = withResult('hit', rangeHeader, parseRange, entry.size);
+    const local = await this.opts.cache.open(req.digest, range);
+    return local ? { size: local.size, result: 'hit', range, body: local.source, stored: true } : undefined;
   }
 
   private async checkRestricted(req: BlobRequest): Promise<void> {
-    await this.opts.guard.check(req.upstream, req.remoteName, blobPath(req), req.auth);
+    await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
     // Passing with Gantry's own auth means anyone Gantry admits may see it.
     if (!isClientOwned(req.auth)) await this.opts.cache.markPublic(req.digest);
   }
 
   /** GET the blob upstream (from `offset` with a Range request when resuming). */
-  private async fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<UpstreamResponse> {
-    const res = await req.upstream.request({
-      method: 'GET', path: blobPath(req), repo: req.remoteName, auth: req.auth, signal,
-      ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
-    });
-    const expected = offset > 0 ? 206 : 200;
-    if (res.status !== expected) {
-      throw upstreamStatusToError('blob', res.status, await readErrorText(res.body), res.headers);
-    }
-    if (offset > 0 && !headerString(res.headers['content-range'])?.startsWith(`bytes ${offset}-`)) {
-      res.body.destroy();
-      throw new Error('upstream answered the resume with the wrong range');
-    }
-    return res;
+  private fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<BlobResponse> {
+    return req.upstream.getBlob(req.remoteName, req.digest, { auth: req.auth, signal, offset });
   }
 
-  private streamThrough(req: BlobRequest, res: UpstreamResponse): OpenedBlob {
-    const size = contentLength(res);
-    const body = res.body.pipe(createVerifyingStream(req.digest, size));
+  /** Verified bytes straight from the upstream, not cached: served whole (RFC 9110 lets a server ignore Range). */
+  private streamThrough(req: BlobRequest, res: BlobResponse): OpenedBlob {
+    const body = res.body.pipe(createVerifyingStream(req.digest, res.size));
     res.body.on('error', (err) => body.destroy(err));
     res.body.on('data', (chunk: Buffer) => this.opts.metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, chunk.length));
-    return { source: 'stream', body, size, result: 'bypass' };
+    return { size: res.size, result: 'bypass', range: undefined, body: iterableSource(body), stored: false };
   }
 
-  private async startFill(req: BlobRequest): Promise<Inflight> {
+  private async startFill(req: BlobRequest): Promise<Started> {
     const release = await this.fillSlots.acquire();
     let handedOver = false;
     try {
       const signal = AbortSignal.any([this.opts.shutdown, AbortSignal.timeout(this.opts.fillTimeoutMs)]);
       const res = await this.fetch(req, signal);
       const restricted = isClientOwned(req.auth);
-      const expectedSize = contentLength(res);
       const upstreamHost = req.upstream.host;
       const { cache, metrics, log } = this.opts;
-      let fill: Fill;
+      let writer: BlobWriter;
       try {
-        fill = await Fill.create({
-          digest: req.digest,
-          expectedSize,
-          tempPath: cache.files.newTempPath(),
-          finalPath: cache.files.pathFor(req.digest),
-          commit: async (tempPath, size) => {
-            await cache.files.commit(tempPath, req.digest);
-            const now = Date.now();
-            await cache.add(req.digest, {
-              kind: 'blob', size, mediaType: 'application/octet-stream', upstream: upstreamHost,
-              repo: req.remoteName, createdAt: now, lastAccess: now, hits: 0, restricted,
-            });
-          },
-        });
+        writer = await cache.ingest(req.digest, { kind: 'blob', mediaType: 'application/octet-stream', upstream: upstreamHost, repo: req.remoteName, restricted });
       } catch (err) {
-        // Can't even open a temp file: stream this one through and stop trying for a while.
+        // Can't even start writing: stream this one through and stop trying for a while.
         this.diskTrouble(err);
-        throw new BypassSignal(res);
+        return { bypass: res };
       }
+      const fill = new Fill({
+        digest: req.digest,
+        expectedSize: res.size,
+        writer,
+        openCommitted: async (range) => (await cache.open(req.digest, range))?.source,
+      });
       metrics.inflightFills.inc();
       const started = performance.now();
       const body = resumableBody(res.body, async (offset) => (await this.fetch(req, signal, offset)).body, {
@@ -254,22 +248,21 @@ export class PullThroughBlobs {
   }
 }
 
-/** Thrown inside startFill when the cache can't take the blob; carries the open upstream response. */
-class BypassSignal extends Error {
-  readonly res: UpstreamResponse;
-  constructor(res: UpstreamResponse) {
-    super('cache bypass');
-    this.res = res;
+/**
+ * Apply the Range; a refused one (416) still says how the blob was found,
+ * as every other answer does.
+ */
+function withResult(result: CacheResult, rangeHeader: string | undefined, parseRange: RangeParser, size: number): ByteRange | undefined {
+  try {
+    return parseRange(rangeHeader, size);
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    throw new RegistryError(err.code, { status: err.status, message: err.message, detail: err.detail, headers: { ...err.headers, [X_CACHE]: result.toUpperCase() }, cause: err.cause });
   }
 }
 
-function blobPath(req: BlobRequest): string {
-  return `/v2/${req.remoteName}/blobs/${req.digest}`;
-}
-
-function contentLength(res: UpstreamResponse): number | undefined {
-  const len = Number(headerString(res.headers['content-length']));
-  return Number.isSafeInteger(len) && len >= 0 ? len : undefined;
+function probe(req: BlobRequest): AccessProbe {
+  return { blob: req.digest };
 }
 
 async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => void): AsyncGenerator<Uint8Array> {

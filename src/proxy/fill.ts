@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
-import { FileSource, type ChunkSource } from './chunk-source.ts';
+import { classifyIoError, isTimeout } from '../io/io-error.ts';
+import type { Digest } from '../oci/digest.ts';
+import { BlobMismatchError, type BlobWriter, type ByteRange } from '../store/blob-store-api.ts';
+import { lazySource, type ChunkSource } from '../store/chunk-source.ts';
 
 // Halving both (from 4 and 8 MiB) took 50-client peak RSS in the bench from 147-187 to 145-156 MiB
 // with no loss in time: at 100 MB/s, 4 MiB is 40 ms of download for followers to keep up within.
@@ -23,18 +24,17 @@ export type FillOptions = {
   digest: Digest;
   /** From the upstream's Content-Length; undefined when it sent none. */
   expectedSize: number | undefined;
-  tempPath: string;
-  /** Called with the verified, fsynced temp file; must move it into place and index it. */
-  commit: (tempPath: string, size: number) => Promise<void>;
-  /** Where the blob lives once committed, for readers that arrive after the fill closed its file. */
-  finalPath: string;
+  /** Where the bytes go; its commit verifies and publishes them. The fill owns it from here on. */
+  writer: BlobWriter;
+  /** The committed blob, for readers that arrive after the fill released its writer. */
+  openCommitted: (range: ByteRange) => Promise<ChunkSource | undefined>;
 };
 
 /**
- * One download of one blob into a temp file, hashed as it lands. Any number of
- * readers tail the growing file (positional reads on the fill's own file
- * handle), so followers stream while the bytes arrive and a slow reader falls
- * behind on disk, not in memory.
+ * One download of one blob into a BlobWriter, which hashes it as it lands.
+ * Any number of readers tail the growing blob (read back from the writer), so
+ * followers stream while the bytes arrive and a slow reader falls behind on
+ * disk, not in memory.
  *
  * The last byte of what a reader asked for is held back until the digest is
  * verified: a client can never receive a complete, unverified body. On a
@@ -58,63 +58,51 @@ export class Fill extends EventEmitter {
   /** Resolves when the fill has ended, either way; never rejects. */
   readonly done: Promise<void>;
   private readonly opts: FillOptions;
-  private readonly fh: FileHandle;
-  private refs = 1; // the writer's own reference
+  private readonly writer: BlobWriter;
+  private refs = 1; // the download's own reference
   private closed = false;
   private resolveDone!: () => void;
 
-  private constructor(fh: FileHandle, opts: FillOptions) {
+  constructor(opts: FillOptions) {
     super();
     this.setMaxListeners(0);
-    this.fh = fh;
+    this.writer = opts.writer;
     this.opts = opts;
     this.digest = opts.digest;
     this.expectedSize = opts.expectedSize;
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 
-  static async create(opts: FillOptions): Promise<Fill> {
-    // w+ : the same descriptor serves the writer and every tailing reader; it stays valid across the rename.
-    const fh = await open(opts.tempPath, 'wx+');
-    return new Fill(fh, opts);
-  }
-
   /** Drive the download to the end. Never throws; the outcome is in state/error. */
   async run(body: AsyncIterable<Uint8Array>): Promise<FillOutcome> {
-    const digester = createDigester(digestAlgorithm(this.digest));
     try {
       try {
         for await (const chunk of body) {
           if (this.expectedSize !== undefined && this.received + chunk.length > this.expectedSize) {
             throw new FillError('size_mismatch', `upstream sent more than ${this.expectedSize} bytes`);
           }
-          digester.update(chunk);
           this.received += chunk.length;
           await this.enqueueWrite(chunk);
         }
         await this.drainWrites();
       } catch (err) {
         if (err instanceof FillError) throw err;
-        const timeout = (err as Error).name === 'TimeoutError' || (err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT';
-        const fromDisk = typeof (err as { syscall?: unknown }).syscall === 'string';
-        throw new FillError(fromDisk ? 'write_error' : timeout ? 'timeout' : 'upstream_error', (err as Error).message, err);
+        // Writer errors arrive as FillError('write_error'); anything else came from the upstream body.
+        throw new FillError(isTimeout(classifyIoError(err)) ? 'timeout' : 'upstream_error', (err as Error).message, err);
       }
       if (this.expectedSize !== undefined && this.received !== this.expectedSize) {
         throw new FillError('size_mismatch', `upstream sent ${this.received} of ${this.expectedSize} bytes`);
       }
-      const actual = digester.digest();
-      if (actual !== this.digest) throw new FillError('digest_mismatch', `upstream bytes hash to ${actual}`);
-      await this.fh.sync();
-      await this.opts.commit(this.opts.tempPath, this.written);
+      await this.writer.commit(this.expectedSize);
       this.state = 'committed';
       return 'committed';
     } catch (err) {
-      this.error = err instanceof FillError ? err : new FillError('write_error', (err as Error).message, err);
+      this.error = toFillError(err);
       this.state = 'failed';
-      await unlink(this.opts.tempPath).catch(() => undefined);
+      await this.writer.abort().catch(() => undefined);
       return this.error.outcome;
     } finally {
-      // Readers still going finish from disk; the window's memory goes now.
+      // Readers still going finish from the writer; the window's memory goes now.
       this.recent = [];
       this.recentBytes = 0;
       this.emit('change');
@@ -130,7 +118,7 @@ export class Fill extends EventEmitter {
    * MAX_PENDING_WRITE_BYTES the download waits for the disk.
    */
   private async enqueueWrite(chunk: Uint8Array): Promise<void> {
-    if (this.writeError) throw this.writeError;
+    if (this.writeError) throw toWriteError(this.writeError);
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     this.flushing ??= this.flushPending().catch((err: unknown) => {
@@ -141,7 +129,7 @@ export class Fill extends EventEmitter {
 
   private async drainWrites(): Promise<void> {
     while (this.flushing) await this.flushing;
-    if (this.writeError) throw this.writeError;
+    if (this.writeError) throw toWriteError(this.writeError);
   }
 
   private async flushPending(): Promise<void> {
@@ -150,11 +138,10 @@ export class Fill extends EventEmitter {
         const batch = this.pending;
         this.pending = [];
         this.pendingBytes = 0;
-        const total = batch.reduce((n, b) => n + b.length, 0);
-        const { bytesWritten } = await this.fh.writev(batch, this.written);
-        if (bytesWritten < total) await this.writeAll(Buffer.concat(batch).subarray(bytesWritten), this.written + bytesWritten);
-        this.remember(batch, this.written);
-        this.written += total;
+        const position = this.written;
+        await this.writer.write(batch);
+        this.remember(batch, position);
+        this.written = this.writer.written;
         this.emit('change');
       }
     } finally {
@@ -194,13 +181,6 @@ export class Fill extends EventEmitter {
     return undefined;
   }
 
-  private async writeAll(buf: Buffer, position: number): Promise<void> {
-    for (let off = 0; off < buf.length; ) {
-      const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, position + off);
-      off += bytesWritten;
-    }
-  }
-
   /**
    * Bytes [start, end) of the blob as they become available; `end`
    * undefined means to the end of the blob.
@@ -208,7 +188,10 @@ export class Fill extends EventEmitter {
   openSource(start = 0, end?: number): ChunkSource {
     if (this.closed) {
       // A request can pick this fill from the in-flight map just as it ends.
-      if (this.state === 'committed') return new FileSource(this.opts.finalPath, start, end ?? this.written);
+      if (this.state === 'committed') {
+        const range = { start, end: end ?? this.written };
+        return lazySource(() => this.opts.openCommitted(range));
+      }
       const err = this.error ?? new Error('fill ended');
       return { read: () => Promise.reject(err), close: () => undefined };
     }
@@ -217,16 +200,15 @@ export class Fill extends EventEmitter {
   }
 
   /** Positional read for readers; they hold a reference so the handle outlives them. */
-  async readAt(buf: Buffer, position: number): Promise<number> {
-    const { bytesRead } = await this.fh.read(buf, 0, buf.length, position);
-    return bytesRead;
+  readAt(buf: Buffer, position: number): Promise<number> {
+    return this.writer.readAt(buf, position);
   }
 
   async release(): Promise<void> {
     this.refs -= 1;
     if (this.refs === 0) {
       this.closed = true;
-      await this.fh.close().catch(() => undefined);
+      await this.writer.close().catch(() => undefined);
     }
   }
 
@@ -238,7 +220,20 @@ export class Fill extends EventEmitter {
   }
 }
 
-/** A reader tailing a fill: shared window chunks when it keeps up, positional reads from the temp file when not. */
+/** Errors from the writer are the disk's, whatever they look like. */
+function toWriteError(err: unknown): FillError {
+  return err instanceof FillError ? err : new FillError('write_error', (err as Error).message, err);
+}
+
+function toFillError(err: unknown): FillError {
+  if (err instanceof FillError) return err;
+  if (err instanceof BlobMismatchError) {
+    return new FillError(err.kind === 'digest' ? 'digest_mismatch' : 'size_mismatch', `upstream ${err.message}`, err);
+  }
+  return new FillError('write_error', (err as Error).message, err);
+}
+
+/** A reader tailing a fill: shared window chunks when it keeps up, reads back from the writer when not. */
 class TailSource implements ChunkSource {
   private readonly fill: Fill;
   private pos: number;

@@ -7,11 +7,11 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import type { TagEntry } from '../store/index-store.ts';
-import { headerString, type UpstreamResponse } from '../upstream/client.ts';
-import { upstreamStatusToError } from '../upstream/upstream-error.ts';
+import { readBounded } from '../upstream/read-body.ts';
+import type { ManifestHead, UpstreamBody } from '../upstream/registry-api.ts';
+import { allowsStale } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
-import { readBounded, readErrorText } from './read-body.ts';
-import type { AccessGuard } from '../auth/access-guard.ts';
+import type { AccessGuard } from './access-guard.ts';
 import { credentialKey, isClientOwned, type ClientCredential } from '../auth/credentials.ts';
 
 export type ManifestRequest = ResolvedTarget & {
@@ -47,6 +47,7 @@ export class PullThroughManifests {
   private readonly tagTtlMs: (upstreamHost: string) => number;
   private readonly inflight = new Map<string, Promise<ManifestResult>>();
   private readonly guard: AccessGuard;
+  private readonly now: () => number;
 
   constructor(opts: {
     cache: ContentCache;
@@ -55,7 +56,10 @@ export class PullThroughManifests {
     log: Logger;
     maxBytes: number;
     tagTtlMs: (upstreamHost: string) => number;
+    /** The clock for tag TTLs and checkedAt (tests inject one). */
+    now?: () => number;
   }) {
+    this.now = opts.now ?? Date.now;
     this.cache = opts.cache;
     this.guard = opts.guard;
     this.metrics = opts.metrics;
@@ -77,7 +81,7 @@ export class PullThroughManifests {
     const usable = entry && (req.headOnly || this.cache.peek(entry.digest)) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
     if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
     if (usable.restricted) await this.checkTag(req, usable);
-    if (Date.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
+    if (this.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
       const local = await this.fromEntry(req, usable);
       if (local) return { ...local, result: 'hit' };
       return this.coalesced(req, () => this.fetch(req, undefined));
@@ -93,7 +97,7 @@ export class PullThroughManifests {
 
   /** A tag learned with a client's credential is only served after the upstream confirms this requester may see it. */
   private async checkTag(req: ManifestRequest, entry: TagEntry): Promise<void> {
-    await this.guard.check(req.upstream, req.remoteName, manifestPath(req), req.auth);
+    await this.guard.check(req.upstream, req.remoteName, { manifest: tagOf(req) }, req.auth);
     if (!isClientOwned(req.auth)) {
       await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, restricted: false });
     }
@@ -111,28 +115,17 @@ export class PullThroughManifests {
   }
 
   private async revalidate(req: ManifestRequest, entry: TagEntry): Promise<ManifestResult> {
-    let res: UpstreamResponse;
+    let head: ManifestHead;
     try {
-      res = await req.upstream.request({
-        method: 'HEAD',
-        path: manifestPath(req),
-        repo: req.remoteName,
-        accept: upstreamAccept(req.accept),
-        auth: req.auth,
-      });
+      head = await req.upstream.headManifest(req.remoteName, tagOf(req), { accept: upstreamAccept(req.accept), auth: req.auth });
     } catch (err) {
-      return this.serveStale(req, entry, err);
+      if (allowsStale(err, req.upstream.config.serveCachedOn404)) return this.serveStale(req, entry, err);
+      throw err;
     }
-    await res.body.dump();
-    if (res.status === 429 || res.status >= 500 || (res.status === 404 && req.upstream.config.serveCachedOn404)) {
-      return this.serveStale(req, entry, upstreamStatusToError('manifest', res.status, '', res.headers));
-    }
-    if (res.status !== 200) throw upstreamStatusToError('manifest', res.status, '', res.headers);
-    const upstreamDigest = headerString(res.headers['docker-content-digest']);
-    if (upstreamDigest === entry.digest) {
+    if (head.digest === entry.digest) {
       const local = await this.fromEntry(req, entry);
       if (local) {
-        await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: Date.now() });
+        await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: this.now() });
         return { ...local, result: 'revalidated' };
       }
     }
@@ -151,43 +144,31 @@ export class PullThroughManifests {
    * upstream fails in a way that allows it (down, 5xx, 429).
    */
   private async fetch(req: ManifestRequest, stale: TagEntry | undefined): Promise<ManifestResult> {
-    let res: UpstreamResponse;
+    let res: ManifestHead & { body?: UpstreamBody };
     try {
-      res = await req.upstream.request({
-        method: req.headOnly ? 'HEAD' : 'GET',
-        path: manifestPath(req),
-        repo: req.remoteName,
-        accept: upstreamAccept(req.accept),
-        auth: req.auth,
-      });
+      const opts = { accept: upstreamAccept(req.accept), auth: req.auth };
+      res = req.headOnly ? await req.upstream.headManifest(req.remoteName, tagOf(req), opts) : await req.upstream.getManifest(req.remoteName, tagOf(req), opts);
     } catch (err) {
-      if (stale) return this.serveStale(req, stale, err);
+      if (stale && allowsStale(err, req.upstream.config.serveCachedOn404)) return this.serveStale(req, stale, err);
       throw err;
     }
-    if (res.status !== 200) {
-      const err = upstreamStatusToError('manifest', res.status, await readErrorText(res.body), res.headers);
-      const staleAllowed = res.status === 429 || res.status >= 500 || (res.status === 404 && req.upstream.config.serveCachedOn404);
-      if (stale && staleAllowed) return this.serveStale(req, stale, err);
-      throw err;
-    }
-    const contentType = headerString(res.headers['content-type'])?.split(';')[0]?.trim();
-    const headerDigest = headerString(res.headers['docker-content-digest']);
-    if (req.headOnly) {
-      await res.body.dump();
-      const size = Number(headerString(res.headers['content-length']));
+    const contentType = res.mediaType;
+    const headerDigest = res.digest;
+    if (!res.body) {
       let digest: Digest;
       try {
         digest = parseDigest(headerDigest ?? '');
       } catch {
         throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked a valid Docker-Content-Digest' });
       }
-      if (!contentType || !Number.isSafeInteger(size)) {
+      const size = res.size;
+      if (!contentType || size === undefined) {
         throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream HEAD lacked type or length' });
       }
       if (req.reference.kind === 'tag') {
         // Remember tag -> digest so later HEADs within the TTL (and stale ones) need no upstream.
         await this.cache
-          .putTag(req.upstream.host, req.remoteName, req.reference.tag, { digest, mediaType: contentType, size, checkedAt: Date.now(), restricted: isClientOwned(req.auth) })
+          .putTag(req.upstream.host, req.remoteName, req.reference.tag, { digest, mediaType: contentType, size, checkedAt: this.now(), restricted: isClientOwned(req.auth) })
           .catch((err: unknown) => this.log.error({ err, digest }, 'failed to cache tag'));
       }
       return { digest, mediaType: contentType, size, bytes: undefined, result: 'miss' };
@@ -208,17 +189,10 @@ export class PullThroughManifests {
   private async store(req: ManifestRequest, digest: Digest, mediaType: string, bytes: Buffer): Promise<void> {
     const restricted = isClientOwned(req.auth);
     try {
-      if (!this.cache.peek(digest)) {
-        await this.cache.files.writeVerified(digest, bytes);
-        const now = Date.now();
-        await this.cache.add(digest, {
-          kind: 'manifest', size: bytes.length, mediaType, upstream: req.upstream.host, repo: req.remoteName,
-          createdAt: now, lastAccess: now, hits: 0, restricted,
-        });
-      }
+      await this.cache.ingestBytes(digest, bytes, { kind: 'manifest', mediaType, upstream: req.upstream.host, repo: req.remoteName, restricted });
       if (req.reference.kind === 'tag') {
         await this.cache.putTag(req.upstream.host, req.remoteName, req.reference.tag, {
-          digest, mediaType, size: bytes.length, checkedAt: Date.now(), restricted,
+          digest, mediaType, size: bytes.length, checkedAt: this.now(), restricted,
         });
       }
     } catch (err) {
@@ -232,7 +206,7 @@ export class PullThroughManifests {
     const entry = this.cache.peek(digest);
     if (!entry || !acceptsMediaType(req.accept, entry.mediaType)) return undefined;
     if (entry.restricted) {
-      await this.guard.check(req.upstream, req.remoteName, `/v2/${req.remoteName}/manifests/${digest}`, req.auth);
+      await this.guard.check(req.upstream, req.remoteName, { manifest: digest }, req.auth);
       if (!isClientOwned(req.auth)) await this.cache.markPublic(digest);
     }
     const local = await this.cache.readWhole(digest);
@@ -243,10 +217,6 @@ export class PullThroughManifests {
 
 function tagOf(req: ManifestRequest): string {
   return req.reference.kind === 'tag' ? req.reference.tag : req.reference.digest;
-}
-
-function manifestPath(req: ManifestRequest): string {
-  return `/v2/${req.remoteName}/manifests/${tagOf(req)}`;
 }
 
 /** Forward the client's preferences; with none, ask for every modern manifest type. */

@@ -1,3 +1,4 @@
+import { classifyIoError, isResumable } from '../io/io-error.ts';
 import type { Logger } from '../observability/logger.ts';
 
 /** Fetch the rest of a blob from `offset` (a Range request); resolves to its body. */
@@ -25,19 +26,11 @@ export async function* resumableBody(
       }
       return;
     } catch (err) {
-      if (opts.signal.aborted || resumes >= opts.maxResumes || !isCut(err)) throw err;
+      if (opts.signal.aborted || resumes >= opts.maxResumes || !isResumable(classifyIoError(err))) throw err;
       resumes += 1;
       opts.log.warn({ offset, attempt: resumes, err: (err as Error).message }, 'upstream cut the blob; resuming with a Range request');
       opts.onResume?.();
       body = await resume(offset);
     }
   }
-}
-
-const CUT_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_BODY_TIMEOUT', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH']);
-
-function isCut(err: unknown): boolean {
-  const e = err as { code?: string; name?: string; message?: string; cause?: { code?: string } };
-  if (e.name === 'AbortError' || e.name === 'TimeoutError') return false;
-  return CUT_CODES.has(e.code ?? '') || CUT_CODES.has(e.cause?.code ?? '') || e.message === 'terminated' || e.message === 'other side closed';
 }

@@ -1,4 +1,5 @@
 import { RegistryError } from '../oci/errors.ts';
+import { RETRY_AFTER } from '../oci/headers.ts';
 
 /** At most `limit` holders; others wait in order, up to `timeoutMs`, then get a 503. */
 export class Semaphore {
@@ -10,10 +11,6 @@ export class Semaphore {
   constructor(limit: number, timeoutMs: number) {
     this.limit = limit;
     this.timeoutMs = timeoutMs;
-  }
-
-  get inUse(): number {
-    return this.active;
   }
 
   async acquire(): Promise<() => void> {
@@ -30,7 +27,7 @@ export class Semaphore {
       const timer = setTimeout(() => {
         const i = this.waiters.indexOf(grant);
         if (i >= 0) this.waiters.splice(i, 1);
-        reject(new RegistryError('UNAVAILABLE', { status: 503, message: 'too many downloads in progress', headers: { 'Retry-After': '5' } }));
+        reject(new RegistryError('UNAVAILABLE', { status: 503, message: 'too many downloads in progress', headers: { [RETRY_AFTER]: '5' } }));
       }, this.timeoutMs);
       this.waiters.push(grant);
     });

@@ -1,44 +1,52 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createDigester, digestAlgorithm, digestHex, type Digest } from '../oci/digest.ts';
+import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
+import { BlobMismatchError, type BlobStore, type BlobWriter, type ByteRange } from './blob-store-api.ts';
+import { FileSource, type ChunkSource } from './chunk-source.ts';
 
 /**
- * Content-addressed files under `<root>/blobs/<alg>/<2 hex>/<hex>`; fills are
- * written under `<root>/tmp` and renamed into place only once verified, so a
- * path under blobs/ always holds complete, verified bytes.
+ * Content-addressed files under `<root>/blobs/<alg>/<2 hex>/<hex>`; writes go
+ * to `<root>/tmp` and are renamed into place only once verified, so a path
+ * under blobs/ always holds complete, verified bytes.
  *
- * Every path is derived from a parsed Digest (alg + fixed-length hex), never
- * from client text, so nothing can be written outside the cache directory.
+ * Every path is derived from a parsed Digest (alg + fixed-length hex) or a
+ * name read from the directory itself, never from client text, so nothing
+ * can be written outside the cache directory.
  */
-export class FsBlobStore {
+export class FsBlobStore implements BlobStore {
   readonly root: string;
-  readonly tmpDir: string;
+  private readonly tmpDir: string;
+  private readonly tempName: () => string;
 
-  constructor(root: string) {
+  /** `tempName` is for tests that need a predictable temp file. */
+  constructor(root: string, opts: { tempName?: () => string } = {}) {
     this.root = root;
     this.tmpDir = join(root, 'tmp');
+    this.tempName = opts.tempName ?? (() => `${Date.now()}-${randomBytes(8).toString('hex')}`);
   }
 
-  /** Create the layout and remove temp files left by a crash (they were never verified). */
   async init(): Promise<void> {
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(join(this.root, 'blobs'), { recursive: true });
   }
 
-  pathFor(digest: Digest): string {
-    const hex = digestHex(digest);
-    return join(this.root, 'blobs', digestAlgorithm(digest), hex.slice(0, 2), hex);
+  private pathFor(name: string): string {
+    const [alg = '', hex = ''] = name.split(':');
+    return join(this.root, 'blobs', alg, hex.slice(0, 2), hex);
   }
 
-  newTempPath(): string {
-    return join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+  async stat(digest: Digest): Promise<{ size: number } | undefined> {
+    try {
+      return { size: (await stat(this.pathFor(digest))).size };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
-  /** Open a committed blob for reading; undefined if it is not on disk. */
-  async openRead(digest: Digest): Promise<{ fh: FileHandle; size: number } | undefined> {
+  async openRead(digest: Digest, range?: ByteRange): Promise<{ source: ChunkSource; size: number } | undefined> {
     let fh: FileHandle;
     try {
       fh = await open(this.pathFor(digest), 'r');
@@ -47,25 +55,22 @@ export class FsBlobStore {
       throw err;
     }
     try {
-      const st = await fh.stat();
-      return { fh, size: st.size };
+      const { size } = await fh.stat();
+      return { source: new FileSource(fh, range?.start ?? 0, range?.end ?? size), size };
     } catch (err) {
       await fh.close();
       throw err;
     }
   }
 
-  async size(digest: Digest): Promise<number | undefined> {
-    try {
-      return (await stat(this.pathFor(digest))).size;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+  async createWriter(digest: Digest): Promise<BlobWriter> {
+    const tempPath = join(this.tmpDir, this.tempName());
+    // w+ : one descriptor for the writes and every read back; it stays valid across the rename.
+    const fh = await open(tempPath, 'wx+');
+    return new FsBlobWriter(fh, tempPath, digest, (d) => this.moveIntoPlace(tempPath, d));
   }
 
-  /** Move a verified, fsynced temp file into its content address. */
-  async commit(tempPath: string, digest: Digest): Promise<void> {
+  private async moveIntoPlace(tempPath: string, digest: Digest): Promise<void> {
     const dest = this.pathFor(digest);
     await mkdir(join(dest, '..'), { recursive: true });
     await rename(tempPath, dest);
@@ -77,53 +82,81 @@ export class FsBlobStore {
     });
   }
 
-  /** Write a small, already verified object (a manifest) atomically. */
-  async writeVerified(digest: Digest, bytes: Uint8Array): Promise<void> {
-    const tmp = this.newTempPath();
-    const fh = await open(tmp, 'wx');
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await this.commit(tmp, digest);
-  }
-
-  /** Remove a file found under blobs/ by listDigests (its name may not be a valid digest). */
-  async removePath(listed: string): Promise<void> {
-    const [alg = '', hex = ''] = listed.split(':');
-    await unlink(join(this.root, 'blobs', alg, hex.slice(0, 2), hex)).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
-    });
-  }
-
-  /** Hash a committed file with its digest's algorithm; undefined if it is missing. */
-  async hash(digest: Digest): Promise<{ digest: Digest; size: number } | undefined> {
-    const digester = createDigester(digestAlgorithm(digest));
-    let size = 0;
-    try {
-      for await (const chunk of createReadStream(this.pathFor(digest), { highWaterMark: 1024 * 1024 })) {
-        digester.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
-      }
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-    return { digest: digester.digest(), size };
-  }
-
-  /** Every committed digest on disk (for reconciliation with the index). */
-  async *listDigests(): AsyncGenerator<Digest> {
+  async *list(): AsyncGenerator<string> {
     const base = join(this.root, 'blobs');
     for (const alg of await readdir(base).catch(() => [] as string[])) {
       for (const prefix of await readdir(join(base, alg)).catch(() => [] as string[])) {
         for (const hex of await readdir(join(base, alg, prefix)).catch(() => [] as string[])) {
-          yield `${alg}:${hex}` as Digest;
+          yield `${alg}:${hex}`;
         }
       }
     }
+  }
+}
+
+/** A temp file, hashed as it is written; commit = verify, fsync, rename. */
+class FsBlobWriter implements BlobWriter {
+  readonly digest: Digest;
+  written = 0;
+  private readonly fh: FileHandle;
+  private readonly tempPath: string;
+  private readonly digester: ReturnType<typeof createDigester>;
+  private readonly moveIntoPlace: (digest: Digest) => Promise<void>;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+  private closed = false;
+
+  constructor(fh: FileHandle, tempPath: string, digest: Digest, moveIntoPlace: (digest: Digest) => Promise<void>) {
+    this.fh = fh;
+    this.tempPath = tempPath;
+    this.digest = digest;
+    this.digester = createDigester(digestAlgorithm(digest));
+    this.moveIntoPlace = moveIntoPlace;
+  }
+
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
+    if (this.state !== 'open') throw new Error(`blob writer is ${this.state}`);
+    let total = 0;
+    for (const c of chunks) {
+      this.digester.update(c);
+      total += c.length;
+    }
+    const { bytesWritten } = await this.fh.writev(chunks as Uint8Array[], this.written);
+    if (bytesWritten < total) await this.writeAll(Buffer.concat(chunks).subarray(bytesWritten), this.written + bytesWritten);
+    this.written += total;
+  }
+
+  private async writeAll(buf: Buffer, position: number): Promise<void> {
+    for (let off = 0; off < buf.length; ) {
+      const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, position + off);
+      off += bytesWritten;
+    }
+  }
+
+  async readAt(buf: Buffer, position: number): Promise<number> {
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, position);
+    return bytesRead;
+  }
+
+  async commit(size?: number): Promise<void> {
+    if (this.state !== 'open') throw new Error(`blob writer is ${this.state}`);
+    if (size !== undefined && this.written !== size) throw new BlobMismatchError('size', `${this.written} bytes written, ${size} expected`);
+    const actual = this.digester.digest();
+    if (actual !== this.digest) throw new BlobMismatchError('digest', `bytes hash to ${actual}`);
+    await this.fh.sync();
+    await this.moveIntoPlace(this.digest);
+    this.state = 'committed';
+  }
+
+  async abort(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'aborted';
+    await unlink(this.tempPath).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close().catch(() => undefined);
   }
 }
 

@@ -1,10 +1,10 @@
 import { LRUCache } from 'lru-cache';
-import type { FileHandle } from 'node:fs/promises';
-import type { Digest } from '../oci/digest.ts';
+import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { FsBlobStore } from './blob-store.ts';
-import { LevelIndexStore, type ContentEntry, type TagEntry } from './index-store.ts';
+import type { BlobStore, BlobWriter, ByteRange } from './blob-store-api.ts';
+import { readFully, type ChunkSource } from './chunk-source.ts';
+import { tagKey, type ContentEntry, type IndexStore, type TagEntry } from './index-store.ts';
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
@@ -14,18 +14,25 @@ export type ReconcileReport = { entries: number; missingFiles: number; wrongSize
 export type VerifyReport = { checked: number; bytes: number; bad: Array<{ digest: string; reason: string }>; removed: number };
 /** Manifests and small blobs are hot (every pull starts with them): keep their bytes in memory. */
 const HOT_BYTES = 64 * 1024 * 1024;
+const VERIFY_READ_BYTES = 1024 * 1024;
+
+/** What is known about an object before its bytes arrive; size and times are set when it is committed. */
+export type IngestMeta = Omit<ContentEntry, 'size' | 'createdAt' | 'lastAccess' | 'hits'>;
 
 /**
- * The local side of the cache: verified files (FsBlobStore) + their index
- * (LevelIndexStore) + an in-memory LRU of every entry that both answers
+ * The local side of the cache: verified blobs (a BlobStore) + their index
+ * (an IndexStore) + an in-memory LRU of every entry that both answers
  * lookups without touching LevelDB and enforces the size budget.
  *
  * Evicting unlinks the file: readers that already opened it keep their file
  * descriptor, so a blob being read is never cut short.
+ *
+ * Content enters only through ingest(): a writer whose commit verifies size
+ * and digest, then moves the bytes into place and indexes them, together.
  */
 export class ContentCache {
-  readonly files: FsBlobStore;
-  readonly index: LevelIndexStore;
+  private readonly files: BlobStore;
+  private readonly index: IndexStore;
   private readonly lru: LRUCache<string, ContentEntry>;
   private readonly tags: LRUCache<string, TagEntry>;
   private readonly hot: LRUCache<string, Buffer>;
@@ -39,8 +46,8 @@ export class ContentCache {
   private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: {
-    files: FsBlobStore;
-    index: LevelIndexStore;
+    files: BlobStore;
+    index: IndexStore;
     maxBytes: number;
     lowWatermarkPercent?: number;
     maxUnusedAgeSeconds?: number;
@@ -85,12 +92,12 @@ export class ContentCache {
 
   private async reconcile(): Promise<ReconcileReport> {
     const onDisk = new Set<string>();
-    for await (const d of this.files.listDigests()) onDisk.add(d);
+    for await (const d of this.files.list()) onDisk.add(d);
     const all: Array<[Digest, ContentEntry]> = [];
     const report: ReconcileReport = { entries: 0, missingFiles: 0, wrongSize: 0, orphanFiles: 0 };
     for await (const [digest, entry] of this.index.allContent()) {
       const present = onDisk.delete(digest);
-      const size = present ? await this.files.size(digest) : undefined;
+      const size = present ? (await this.files.stat(digest))?.size : undefined;
       if (size === entry.size) {
         all.push([digest, entry]);
         continue;
@@ -103,7 +110,7 @@ export class ContentCache {
     }
     for (const d of onDisk) {
       report.orphanFiles += 1;
-      await this.files.removePath(d);
+      await this.files.remove(d as Digest);
     }
     all.sort((a, b) => a[1].lastAccess - b[1].lastAccess);
     for (const [digest, entry] of all) this.lru.set(digest, entry);
@@ -120,7 +127,7 @@ export class ContentCache {
     for (const digest of [...this.lru.keys()] as Digest[]) {
       const entry = this.lru.peek(digest);
       if (!entry) continue; // evicted meanwhile
-      const result = await this.files.hash(digest);
+      const result = await this.hash(digest);
       report.checked += 1;
       report.bytes += result?.size ?? 0;
       const reason = !result ? 'missing' : result.digest !== digest ? 'digest_mismatch' : result.size !== entry.size ? 'size_mismatch' : undefined;
@@ -135,6 +142,20 @@ export class ContentCache {
     return report;
   }
 
+  /** Hash a stored object with its digest's algorithm; undefined if it is missing. */
+  private async hash(digest: Digest): Promise<{ digest: Digest; size: number } | undefined> {
+    const opened = await this.files.openRead(digest);
+    if (!opened) return undefined;
+    const digester = createDigester(digestAlgorithm(digest));
+    const buf = Buffer.allocUnsafe(VERIFY_READ_BYTES);
+    try {
+      for (let chunk = await opened.source.read(buf); chunk !== null; chunk = await opened.source.read(buf)) digester.update(chunk);
+    } finally {
+      opened.source.close();
+    }
+    return { digest: digester.digest(), size: opened.size };
+  }
+
   async close(): Promise<void> {
     if (this.flushTimer) clearInterval(this.flushTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
@@ -147,23 +168,32 @@ export class ContentCache {
     return this.lru.peek(digest);
   }
 
+  /** The index entry of an object whose bytes are stored (HEAD), without recording an access. */
+  async stat(digest: Digest): Promise<ContentEntry | undefined> {
+    const entry = this.lru.peek(digest);
+    return entry && (await this.files.stat(digest)) ? entry : undefined;
+  }
+
   /**
-   * Open a cached object for serving and record the access. Returns undefined
-   * on a miss; an index entry whose file vanished is dropped and is a miss.
+   * Open bytes `range` (default: all) of a cached object for serving and
+   * record the access. Undefined on a miss; an index entry whose file
+   * vanished is dropped and is a miss.
    */
-  async open(digest: Digest): Promise<{ fh: FileHandle; size: number; entry: ContentEntry } | undefined> {
+  async open(digest: Digest, range?: ByteRange): Promise<{ source: ChunkSource; size: number; entry: ContentEntry } | undefined> {
     const entry = this.lru.get(digest);
     if (!entry) return undefined;
-    const file = await this.files.openRead(digest);
-    if (!file) {
-      this.log.warn({ digest }, 'indexed file missing; dropping index entry');
-      await this.forget(digest);
+    const opened = await this.files.openRead(digest, range);
+    if (!opened) {
+      await this.dropMissing(digest);
       return undefined;
     }
-    entry.lastAccess = Date.now();
-    entry.hits += 1;
-    this.dirty.add(digest);
-    return { ...file, entry };
+    this.touch(digest, entry);
+    return { ...opened, entry };
+  }
+
+  /** Bytes [start, end) of a committed object, opened on first read (readers that outlive a fill). */
+  openRange(digest: Digest, range: ByteRange): Promise<ChunkSource | undefined> {
+    return this.files.openRead(digest, range).then((o) => o?.source);
   }
 
   /**
@@ -175,33 +205,79 @@ export class ContentCache {
     if (!entry) return undefined;
     let bytes = this.hot.get(digest);
     if (!bytes) {
-      const file = await this.files.openRead(digest);
-      if (!file) {
-        this.log.warn({ digest }, 'indexed file missing; dropping index entry');
-        await this.forget(digest);
+      const opened = await this.files.openRead(digest);
+      if (!opened) {
+        await this.dropMissing(digest);
         return undefined;
       }
-      try {
-        bytes = await file.fh.readFile();
-      } finally {
-        await file.fh.close();
-      }
-      if (bytes.length !== entry.size) {
-        this.log.error({ digest, expected: entry.size, actual: bytes.length }, 'cached file has the wrong size; dropping it');
+      if (opened.size !== entry.size) {
+        opened.source.close();
+        this.log.error({ digest, expected: entry.size, actual: opened.size }, 'cached file has the wrong size; dropping it');
         await this.forget(digest);
         await this.files.remove(digest);
         return undefined;
       }
+      bytes = await readFully(opened.source, opened.size);
       this.hot.set(digest, bytes);
     }
-    entry.lastAccess = Date.now();
-    entry.hits += 1;
-    this.dirty.add(digest);
+    this.touch(digest, entry);
     return { bytes, entry };
   }
 
+  private async dropMissing(digest: Digest): Promise<void> {
+    this.log.warn({ digest }, 'indexed file missing; dropping index entry');
+    await this.forget(digest);
+  }
+
+  /** Access bookkeeping, persisted in batches by flush(). */
+  private touch(digest: Digest, entry: ContentEntry): void {
+    entry.lastAccess = Date.now();
+    entry.hits += 1;
+    this.dirty.add(digest);
+  }
+
+  /**
+   * Start putting an object into the cache: the one way content enters it.
+   * The writer's commit verifies size and digest, moves the bytes under the
+   * digest and indexes them; until then nothing is visible.
+   */
+  async ingest(digest: Digest, meta: IngestMeta): Promise<BlobWriter> {
+    const writer = await this.files.createWriter(digest);
+    const commit = async (size?: number): Promise<void> => {
+      await writer.commit(size);
+      const now = Date.now();
+      await this.add(digest, { ...meta, size: writer.written, createdAt: now, lastAccess: now, hits: 0 });
+    };
+    return {
+      digest,
+      get written() {
+        return writer.written;
+      },
+      write: (chunks) => writer.write(chunks),
+      readAt: (buf, position) => writer.readAt(buf, position),
+      commit,
+      abort: () => writer.abort(),
+      close: () => writer.close(),
+    };
+  }
+
+  /** Ingest a small object already in memory (a manifest); a no-op if it is cached. */
+  async ingestBytes(digest: Digest, bytes: Uint8Array, meta: IngestMeta): Promise<void> {
+    if (this.lru.peek(digest)) return;
+    const writer = await this.ingest(digest, meta);
+    try {
+      await writer.write([bytes]);
+      await writer.commit(bytes.length);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    } finally {
+      await writer.close();
+    }
+  }
+
   /** Record a verified object that is already at its content address. */
-  async add(digest: Digest, entry: ContentEntry): Promise<void> {
+  private async add(digest: Digest, entry: ContentEntry): Promise<void> {
     await this.index.putContent(digest, entry);
     this.lru.set(digest, entry);
     this.enforceBudget();
@@ -263,7 +339,7 @@ export class ContentCache {
   }
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined> {
-    const key = LevelIndexStore.tagKey(upstream, repo, tag);
+    const key = tagKey(upstream, repo, tag);
     const hot = this.tags.get(key);
     if (hot) return hot;
     const stored = await this.index.getTag(upstream, repo, tag);
@@ -272,7 +348,7 @@ export class ContentCache {
   }
 
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
-    this.tags.set(LevelIndexStore.tagKey(upstream, repo, tag), entry);
+    this.tags.set(tagKey(upstream, repo, tag), entry);
     await this.index.putTag(upstream, repo, tag, entry);
   }
 

@@ -21,12 +21,30 @@ export type TagEntry = { digest: Digest; mediaType: string; size: number; checke
 
 type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 
+/** What the cache index keeps: content entries by digest, tags by upstream + repository + tag. */
+export interface IndexStore {
+  open(): Promise<void>;
+  close(): Promise<void>;
+  putContent(digest: Digest, entry: ContentEntry): Promise<void>;
+  deleteContent(digest: Digest): Promise<void>;
+  /** Persist access bookkeeping for many entries in one batch. */
+  putContentMany(entries: Iterable<[Digest, ContentEntry]>): Promise<void>;
+  allContent(): AsyncIterable<[Digest, ContentEntry]>;
+  getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined>;
+  putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void>;
+}
+
+/** One key per (upstream, repository, tag). NUL cannot appear in a host, a repository name or a tag. */
+export function tagKey(upstream: string, repo: string, tag: string): string {
+  return `${upstream}\u0000${repo}\u0000${tag}`;
+}
+
 /**
  * The LevelDB-backed cache index. Content entries are keyed by digest, tags
  * by upstream + repository + tag, so two upstreams never share a tag.
  */
-export class LevelIndexStore {
-  readonly db: Level<string, unknown>;
+export class LevelIndexStore implements IndexStore {
+  private readonly db: Level<string, unknown>;
   private readonly content: Sub;
   private readonly tags: Sub;
 
@@ -44,10 +62,6 @@ export class LevelIndexStore {
     await this.db.close();
   }
 
-  async getContent(digest: Digest): Promise<ContentEntry | undefined> {
-    return (await this.content.get(digest)) as ContentEntry | undefined;
-  }
-
   async putContent(digest: Digest, entry: ContentEntry): Promise<void> {
     await this.content.put(digest, entry);
   }
@@ -56,7 +70,6 @@ export class LevelIndexStore {
     await this.content.del(digest);
   }
 
-  /** Persist access bookkeeping for many entries in one batch. */
   async putContentMany(entries: Iterable<[Digest, ContentEntry]>): Promise<void> {
     const ops = [...entries].map(([key, value]) => ({ type: 'put' as const, key, value }));
     if (ops.length > 0) await this.content.batch(ops);
@@ -66,20 +79,11 @@ export class LevelIndexStore {
     for await (const [k, v] of this.content.iterator()) yield [k as Digest, v as ContentEntry];
   }
 
-  static tagKey(upstream: string, repo: string, tag: string): string {
-    // NUL cannot appear in a host, a repository name or a tag.
-    return `${upstream}\u0000${repo}\u0000${tag}`;
-  }
-
   async getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined> {
-    return (await this.tags.get(LevelIndexStore.tagKey(upstream, repo, tag))) as TagEntry | undefined;
+    return (await this.tags.get(tagKey(upstream, repo, tag))) as TagEntry | undefined;
   }
 
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
-    await this.tags.put(LevelIndexStore.tagKey(upstream, repo, tag), entry);
-  }
-
-  async deleteTag(upstream: string, repo: string, tag: string): Promise<void> {
-    await this.tags.del(LevelIndexStore.tagKey(upstream, repo, tag));
+    await this.tags.put(tagKey(upstream, repo, tag), entry);
   }
 }

@@ -4,15 +4,22 @@ import type { BreakerConfig, ProxyConfig, UpstreamConfig } from '../config/confi
 import { RegistryError } from '../oci/errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './auth.ts';
+import type { Digest } from '../oci/digest.ts';
+import { RETRY_AFTER, WWW_AUTHENTICATE } from '../oci/headers.ts';
+import { isRealmAllowed, parseChallenge, TokenCache, TokenError, type Challenge } from './bearer-token.ts';
 import { CircuitBreaker, isOutageStatus, type BreakerTransition } from './breaker.ts';
+import {
+  blobPath, contentLength, expectStatus, headerString, isResumeOf, listingHeaders, manifestHead, manifestPath, referrersPath, tagsPath,
+  type BlobHead, type BlobResponse, type ListingResponse, type ManifestHead, type ManifestResponse, type UpstreamResponse,
+} from './registry-api.ts';
 import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
 const USER_AGENT = 'gantry/0.1';
+const WWW_AUTHENTICATE_LC = WWW_AUTHENTICATE.toLowerCase();
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
-export type UpstreamRequest = {
+type UpstreamRequest = {
   method: 'GET' | 'HEAD';
   /** Path and query under the upstream URL, e.g. `/v2/library/alpine/manifests/latest`. */
   path: string;
@@ -25,11 +32,8 @@ export type UpstreamRequest = {
   signal?: AbortSignal | undefined;
 };
 
-export type UpstreamResponse = {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
-};
+/** Who a call speaks for, and a signal to give up on it. */
+export type CallOptions = { auth: ClientCredential; signal?: AbortSignal | undefined };
 
 export type UpstreamClientOptions = {
   config: UpstreamConfig;
@@ -45,7 +49,9 @@ export type UpstreamClientOptions = {
 
 /**
  * One configured upstream registry: its connection pool, auth state, circuit
- * breaker and request(), which authenticates (Gantry's own token dance, a
+ * breaker, and the registry API calls (getBlob, getManifest, listTags...),
+ * which return typed, status-checked answers. Every call goes through
+ * request(), which authenticates (Gantry's own token dance, a
  * client's relayed credentials, or a client token passed through) and follows
  * redirects without leaking Authorization to other origins.
  */
@@ -136,13 +142,70 @@ export class UpstreamClient {
     }
   }
 
+  /** A blob's bytes, from `offset` on (a Range request, checked against Content-Range) when resuming. */
+  async getBlob(repo: string, digest: Digest, opts: CallOptions & { offset?: number }): Promise<BlobResponse> {
+    const offset = opts.offset ?? 0;
+    const res = await this.request({
+      method: 'GET', path: blobPath(repo, digest), repo, auth: opts.auth, signal: opts.signal,
+      ...(offset > 0 ? { range: `bytes=${offset}-` } : {}),
+    });
+    await expectStatus('blob', res, offset > 0 ? 206 : 200, 'GET');
+    if (offset > 0 && !isResumeOf(res.headers, offset)) {
+      res.body.destroy();
+      throw new Error('upstream answered the resume with the wrong range');
+    }
+    return { size: contentLength(res.headers), body: res.body };
+  }
+
+  async headBlob(repo: string, digest: Digest, opts: CallOptions & { accept?: string | undefined }): Promise<BlobHead> {
+    const res = await this.request({ method: 'HEAD', path: blobPath(repo, digest), repo, accept: opts.accept, auth: opts.auth, signal: opts.signal });
+    await res.body.dump();
+    await expectStatus('blob', res, 200, 'HEAD');
+    return { size: contentLength(res.headers) };
+  }
+
+  async getManifest(repo: string, reference: string, opts: CallOptions & { accept: string }): Promise<ManifestResponse> {
+    const res = await this.request({ method: 'GET', path: manifestPath(repo, reference), repo, accept: opts.accept, auth: opts.auth, signal: opts.signal });
+    await expectStatus('manifest', res, 200, 'GET');
+    return { ...manifestHead(res.headers), body: res.body };
+  }
+
+  async headManifest(repo: string, reference: string, opts: CallOptions & { accept: string }): Promise<ManifestHead> {
+    const res = await this.request({ method: 'HEAD', path: manifestPath(repo, reference), repo, accept: opts.accept, auth: opts.auth, signal: opts.signal });
+    await res.body.dump();
+    await expectStatus('manifest', res, 200, 'HEAD');
+    return manifestHead(res.headers);
+  }
+
+  async listTags(repo: string, opts: CallOptions & { n?: string | undefined; last?: string | undefined; accept?: string | undefined }): Promise<ListingResponse> {
+    const res = await this.request({ method: 'GET', path: tagsPath(repo, opts), repo, accept: opts.accept, auth: opts.auth, signal: opts.signal });
+    await expectStatus('tags', res, 200, 'GET');
+    return { headers: listingHeaders(res.headers), body: res.body };
+  }
+
+  async getReferrers(repo: string, digest: Digest, opts: CallOptions & { artifactType?: string | undefined; accept?: string | undefined }): Promise<ListingResponse> {
+    const res = await this.request({ method: 'GET', path: referrersPath(repo, digest, opts.artifactType), repo, accept: opts.accept, auth: opts.auth, signal: opts.signal });
+    await expectStatus('referrers', res, 200, 'GET');
+    return { headers: listingHeaders(res.headers), body: res.body };
+  }
+
+  /**
+   * A login check: `GET /v2/` with the client's credential, scoped to `repo`
+   * (empty: no scope). False only when the upstream refuses the credential.
+   */
+  async acceptsCredential(repo: string, auth: ClientCredential): Promise<boolean> {
+    const res = await this.request({ method: 'GET', path: '/v2/', repo, auth });
+    await res.body.dump();
+    return res.status !== 401 && res.status !== 403;
+  }
+
   /**
    * Send a request upstream on behalf of `req.auth`. Gantry's own auth
    * (anonymous / configured credentials) retries once after a 401 with a fresh
    * token; a client's passed-through token gets the 401 back; a client's
    * relayed credentials are exchanged for a token scoped to the upstream repo.
    */
-  async request(req: UpstreamRequest): Promise<UpstreamResponse> {
+  private async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     // No repository (a login check against /v2/): ask the realm for a token without a scope.
     const scope = req.repo ? `repository:${req.repo}:pull` : '';
     switch (req.auth.kind) {
@@ -157,7 +220,7 @@ export class UpstreamClient {
     const auth = await this.ownAuth(scope);
     const res = await this.send(req, auth);
     if (res.status !== 401 || this.config.token !== undefined) return res;
-    const challenge = parseChallenge(headerString(res.headers['www-authenticate']));
+    const challenge = parseChallenge(headerString(res.headers[WWW_AUTHENTICATE_LC]));
     if (!challenge || (challenge.scheme !== 'bearer' && challenge.scheme !== 'basic')) return res;
     this.challenge = challenge;
     const retryAuth = await this.ownAuth(challenge.params['scope'] ?? scope);
@@ -209,11 +272,11 @@ export class UpstreamClient {
   }
 
   /** Ask `GET /v2/` which auth scheme the upstream wants (done once, then remembered). */
-  async learnChallenge(signal?: AbortSignal): Promise<Challenge | undefined> {
+  private async learnChallenge(signal?: AbortSignal): Promise<Challenge | undefined> {
     if (this.openAccess) return undefined;
     const res = await this.send({ method: 'GET', path: '/v2/', repo: '', auth: { kind: 'none' }, signal }, undefined);
     await res.body.dump();
-    const ch = parseChallenge(headerString(res.headers['www-authenticate']));
+    const ch = parseChallenge(headerString(res.headers[WWW_AUTHENTICATE_LC]));
     if (res.status === 401 && ch) this.challenge = ch;
     else if (res.status === 200) this.openAccess = true;
     return this.challenge;
@@ -225,7 +288,7 @@ export class UpstreamClient {
       throw new RegistryError('UNAVAILABLE', {
         status: 503,
         message: 'upstream marked down after repeated failures',
-        headers: { 'Retry-After': String(Math.max(1, Math.ceil(this.breaker.retryAfterMs() / 1000))) },
+        headers: { [RETRY_AFTER]: String(Math.max(1, Math.ceil(this.breaker.retryAfterMs() / 1000))) },
       });
     }
     let url = new URL(this.url + req.path);
@@ -267,10 +330,6 @@ export class UpstreamClient {
     if (Number.isFinite(limit)) this.metrics.ratelimitLimit.set({ upstream: this.host }, limit);
     if (Number.isFinite(remaining)) this.metrics.ratelimitRemaining.set({ upstream: this.host }, remaining);
   }
-}
-
-export function headerString(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** Never log a URL's query (tokens ride there on some CDNs). */

@@ -1,4 +1,6 @@
-import { RegistryError, type OciErrorCode } from '../oci/errors.ts';
+import { classifyIoError, isTimeout } from '../io/io-error.ts';
+import { RETRY_AFTER, WWW_AUTHENTICATE } from '../oci/headers.ts';
+import { RegistryError, type OciErrorCode, type RegistryErrorOptions } from '../oci/errors.ts';
 
 export type RouteKind = 'blob' | 'manifest' | 'tags' | 'referrers';
 
@@ -15,6 +17,29 @@ const PASSTHROUGH_CODES = new Set<string>([
 ]);
 
 /**
+ * An upstream's non-success answer as the client sees it, still carrying the
+ * upstream's own status: whether a stale cached tag may stand in depends on it.
+ */
+export class UpstreamStatusError extends RegistryError {
+  readonly upstreamStatus: number;
+  constructor(upstreamStatus: number, code: OciErrorCode, opts: RegistryErrorOptions) {
+    super(code, opts);
+    this.upstreamStatus = upstreamStatus;
+  }
+}
+
+/**
+ * Whether a failed upstream exchange lets a cached tag be served stale: the
+ * upstream could not be asked at all, was down (5xx), rate limited us (429),
+ * or said 404 on an upstream configured to keep serving what it had.
+ */
+export function allowsStale(err: unknown, serveCachedOn404: boolean | undefined): boolean {
+  if (!(err instanceof UpstreamStatusError)) return true;
+  const s = err.upstreamStatus;
+  return s === 429 || s >= 500 || (s === 404 && serveCachedOn404 === true);
+}
+
+/**
  * The one table from an upstream's non-success answer to what the client
  * sees. Keeps the upstream's OCI code where it is meaningful; never lets an
  * upstream 404/429 become a 500, and never relays HTML.
@@ -24,36 +49,35 @@ export function upstreamStatusToError(
   status: number,
   body: string,
   headers: Record<string, string | string[] | undefined>,
-): RegistryError {
+): UpstreamStatusError {
+  const err = (code: OciErrorCode, opts: RegistryErrorOptions): UpstreamStatusError => new UpstreamStatusError(status, code, opts);
   const upstreamCode = firstOciCode(body);
   const pass: Record<string, string> = {};
-  const retryAfter = headers['retry-after'];
-  if (typeof retryAfter === 'string') pass['Retry-After'] = retryAfter;
-  const challenge = headers['www-authenticate'];
-  if (typeof challenge === 'string') pass['WWW-Authenticate'] = challenge;
+  const retryAfter = headers[RETRY_AFTER.toLowerCase()];
+  if (typeof retryAfter === 'string') pass[RETRY_AFTER] = retryAfter;
+  const challenge = headers[WWW_AUTHENTICATE.toLowerCase()];
+  if (typeof challenge === 'string') pass[WWW_AUTHENTICATE] = challenge;
 
   if (status === 404) {
     const code = upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code) ? (upstreamCode.code as OciErrorCode) : NOT_FOUND_CODE[kind];
-    return new RegistryError(code, { status: 404, detail: upstreamCode?.detail });
+    return err(code, { status: 404, detail: upstreamCode?.detail });
   }
-  if (status === 401) return new RegistryError('UNAUTHORIZED', { detail: upstreamCode?.detail, headers: pass });
-  if (status === 403) return new RegistryError('DENIED', { detail: upstreamCode?.detail });
-  if (status === 429) return new RegistryError('TOOMANYREQUESTS', { headers: pass });
+  if (status === 401) return err('UNAUTHORIZED', { detail: upstreamCode?.detail, headers: pass });
+  if (status === 403) return err('DENIED', { detail: upstreamCode?.detail });
+  if (status === 429) return err('TOOMANYREQUESTS', { headers: pass });
   if (status === 400 && upstreamCode && PASSTHROUGH_CODES.has(upstreamCode.code)) {
-    return new RegistryError(upstreamCode.code as OciErrorCode, { detail: upstreamCode.detail });
+    return err(upstreamCode.code as OciErrorCode, { detail: upstreamCode.detail });
   }
-  return new RegistryError('UNAVAILABLE', {
+  return err('UNAVAILABLE', {
     status: 502,
     message: `upstream answered ${status}`,
   });
 }
 
-/** Network-level failures (undici error codes) → 502/504. */
+/** Network-level failures → 502, or 504 when a deadline passed. */
 export function upstreamNetworkError(err: unknown): RegistryError {
   const code = (err as { code?: unknown } | null)?.code;
-  const timeout =
-    code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ||
-    (err as Error | null)?.name === 'TimeoutError';
+  const timeout = isTimeout(classifyIoError(err));
   return new RegistryError('UNAVAILABLE', {
     status: timeout ? 504 : 502,
     message: timeout ? 'upstream timed out' : 'upstream unreachable',

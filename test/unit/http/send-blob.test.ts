@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { sendBody } from '../../../src/http/send-blob.ts';
-import type { ChunkSource } from '../../../src/proxy/chunk-source.ts';
+import { BlobSender, sendBody } from '../../../src/http/send-blob.ts';
+import type { ChunkSource } from '../../../src/store/chunk-source.ts';
 import { createLogger } from '../../../src/observability/logger.ts';
 
 /** A source over `data` that records every buffer it is handed; `failAt` makes it reject from that offset. */
@@ -109,6 +109,40 @@ describe('sendBody with a ChunkSource', () => {
       await sleep(100);
       assert.equal(source.reads, reads, 'no reads after close');
       assert.ok(reads < 64 * 64, `stopped early: ${reads} of ${64 * 64} reads`);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('BlobSender: buffers by kind of body', () => {
+  /** Serves `bodies` in order, one per request, through one BlobSender. */
+  async function serveAll(bodies: Array<{ body: Buffer | RecordingSource; stored: boolean }>) {
+    const sender = new BlobSender();
+    let next = 0;
+    const server = createServer((_req, res) => {
+      const b = bodies[next++];
+      if (!b) return void res.destroy();
+      const size = Buffer.isBuffer(b.body) ? b.body.length : 1024 * 1024;
+      sender.send(res, 200, { 'Content-Length': size }, b, { kind: undefined, result: undefined, bytes: 0 }, createLogger('silent'));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { server, url: new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`) };
+  }
+
+  const sizes = (s: RecordingSource): number[] => [...s.buffers].map((b) => b.byteLength);
+
+  test('memory bodies go out whole; stored blobs get 1 MiB buffers while few stream; bytes still arriving get 64 KiB ones', async () => {
+    const small = randomBytes(1000);
+    const stored = new RecordingSource(randomBytes(1024 * 1024));
+    const live = new RecordingSource(randomBytes(1024 * 1024));
+    const { server, url } = await serveAll([{ body: small, stored: true }, { body: stored, stored: true }, { body: live, stored: false }]);
+    try {
+      assert.ok((await readAll(await get(url))).body.equals(small));
+      await readAll(await get(url));
+      await readAll(await get(url));
+      assert.deepEqual([...new Set(sizes(stored))], [1024 * 1024]);
+      assert.deepEqual([...new Set(sizes(live))], [64 * 1024]);
     } finally {
       server.close();
     }

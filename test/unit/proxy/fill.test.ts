@@ -1,11 +1,13 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { toReadable } from '../../../src/proxy/chunk-source.ts';
+import type { BlobWriter } from '../../../src/store/blob-store-api.ts';
+import { FsBlobStore } from '../../../src/store/blob-store.ts';
+import { readFully, toReadable } from '../../../src/store/chunk-source.ts';
 import { Fill, FillError, type FillOutcome } from '../../../src/proxy/fill.ts';
 import { digestOf, type Digest } from '../../../src/oci/digest.ts';
 
@@ -120,15 +122,6 @@ function follow(r: Readable): {
   };
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 let dir: string;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'gantry-fill-test-'));
@@ -140,8 +133,9 @@ after(async () => {
 type Harness = {
   fill: Fill;
   feed: Feed;
-  tempPath: string;
-  commits: Array<{ tempPath: string; size: number; contents: Buffer }>;
+  /** The store's temp directory: empty again once a failed fill has aborted its write. */
+  tmpDir: string;
+  commits: Array<{ digest: Digest; size: number | undefined; contents: Buffer }>;
   /** Resolves when commit() is entered. */
   commitEntered: Promise<void>;
   /** Lets a gated commit() return. */
@@ -157,36 +151,59 @@ async function makeFill(opts: {
   gateCommit?: boolean;
   commitError?: Error;
 }): Promise<Harness> {
-  const tempPath = path.join(dir, `fill-${randomUUID()}`);
+  const store = new FsBlobStore(path.join(dir, `store-${randomUUID()}`));
+  await store.init();
+  const inner = await store.createWriter(opts.digest);
   const commits: Harness['commits'] = [];
   const entered = deferred();
   const gate = deferred();
   if (!opts.gateCommit) gate.resolve();
   let returned = false;
   const feed = new Feed();
-  const fill = await Fill.create({
-    digest: opts.digest,
-    expectedSize: opts.expectedSize,
-    tempPath,
-    finalPath: tempPath, // this harness's commit leaves the file where it is
-    commit: async (p, size) => {
-      commits.push({ tempPath: p, size, contents: await readFile(p) });
+  // The real file writer, with a commit the test can watch, hold and fail.
+  const writer: BlobWriter = {
+    digest: inner.digest,
+    get written() {
+      return inner.written;
+    },
+    write: (chunks) => inner.write(chunks),
+    readAt: (buf, position) => inner.readAt(buf, position),
+    commit: async (size) => {
+      await inner.commit(size);
+      const opened = await store.openRead(opts.digest);
+      commits.push({ digest: opts.digest, size: inner.written, contents: opened ? await readFully(opened.source, opened.size) : Buffer.alloc(0) });
       entered.resolve();
       await gate.promise;
-      if (opts.commitError) throw opts.commitError;
+      if (opts.commitError) {
+        await store.remove(opts.digest); // as the cache does when indexing fails: never a blob without its entry
+        throw opts.commitError;
+      }
       returned = true;
     },
+    abort: () => inner.abort(),
+    close: () => inner.close(),
+  };
+  const fill = new Fill({
+    digest: opts.digest,
+    expectedSize: opts.expectedSize,
+    writer,
+    openCommitted: async (range) => (await store.openRead(opts.digest, range))?.source,
   });
   return {
     fill,
     feed,
-    tempPath,
+    tmpDir: path.join(store.root, 'tmp'),
     commits,
     commitEntered: entered.promise,
     releaseCommit: () => gate.resolve(),
     commitReturned: () => returned,
     run: () => fill.run(feed),
   };
+}
+
+/** True while the store's temp directory holds a write in progress. */
+async function tempLeft(h: Harness): Promise<boolean> {
+  return (await readdir(h.tmpDir)).length > 0;
 }
 
 const blob = (n: number): Buffer => randomBytes(n);
@@ -222,13 +239,13 @@ describe('Fill: the happy path', () => {
     assert.equal(h.fill.error, undefined);
   });
 
-  test('commit is called once with the temp path, the size, and the complete verified bytes on disk', async () => {
+  test('commit is called once with the digest, the size, and the complete verified bytes stored', async () => {
     const bytes = blob(4096);
     const h = await makeFill({ digest: digestOf(bytes), expectedSize: bytes.length });
     h.feed.pushAll(bytes, 1000);
     assert.equal(await h.run(), 'committed');
     assert.equal(h.commits.length, 1);
-    assert.equal(h.commits[0]?.tempPath, h.tempPath);
+    assert.equal(h.commits[0]?.digest, digestOf(bytes));
     assert.equal(h.commits[0]?.size, bytes.length);
     assert.deepEqual(h.commits[0]?.contents, bytes);
   });
@@ -269,15 +286,6 @@ describe('Fill: the happy path', () => {
     await h.run();
     await h.fill.done;
     assert.equal(doneSeen, true);
-  });
-
-  test('create refuses a temp path that already exists', async () => {
-    const tempPath = path.join(dir, `exists-${randomUUID()}`);
-    await writeFile(tempPath, 'x');
-    await assert.rejects(
-      Fill.create({ digest: digestOf(Buffer.alloc(0)), expectedSize: 0, tempPath, finalPath: tempPath, commit: async () => undefined }),
-      (err: NodeJS.ErrnoException) => err.code === 'EEXIST',
-    );
   });
 });
 
@@ -389,7 +397,7 @@ describe('Fill: failures', () => {
     assert.equal(h.fill.state, 'failed');
     assert.ok(h.fill.error instanceof FillError);
     assert.equal(h.fill.error.outcome, 'digest_mismatch');
-    assert.equal(await exists(h.tempPath), false, 'temp file must be removed');
+    assert.equal(await tempLeft(h), false, 'temp file must be removed');
     for (const r of [reader, ranged]) {
       await assert.rejects(r.ended, (err: unknown) => err instanceof FillError && err.outcome === 'digest_mismatch');
     }
@@ -404,7 +412,7 @@ describe('Fill: failures', () => {
     assert.equal(await h.run(), 'size_mismatch');
     assert.equal(h.commits.length, 0);
     assert.ok(h.fill.written <= 999);
-    assert.equal(await exists(h.tempPath), false);
+    assert.equal(await tempLeft(h), false);
     await assert.rejects(reader.ended, (err: unknown) => err instanceof FillError && err.outcome === 'size_mismatch');
     assert.ok(reader.received() < 999);
   });
@@ -416,7 +424,7 @@ describe('Fill: failures', () => {
     h.feed.pushAll(bytes, 400);
     assert.equal(await h.run(), 'size_mismatch');
     assert.equal(h.commits.length, 0);
-    assert.equal(await exists(h.tempPath), false);
+    assert.equal(await tempLeft(h), false);
     await assert.rejects(reader.ended, FillError);
   });
 
@@ -430,7 +438,7 @@ describe('Fill: failures', () => {
     h.feed.fail(Object.assign(new Error('socket hang up'), { code: 'UND_ERR_SOCKET' }));
     assert.equal(await outcome, 'upstream_error');
     assert.equal(h.commits.length, 0);
-    assert.equal(await exists(h.tempPath), false);
+    assert.equal(await tempLeft(h), false);
     await assert.rejects(reader.ended, (err: unknown) => err instanceof FillError && err.outcome === 'upstream_error');
   });
 
@@ -452,7 +460,7 @@ describe('Fill: failures', () => {
     h.feed.pushAll(bytes, 300);
     assert.equal(await h.run(), 'write_error');
     assert.equal(h.fill.state, 'failed');
-    assert.equal(await exists(h.tempPath), false);
+    assert.equal(await tempLeft(h), false);
     await assert.rejects(reader.ended, (err: unknown) => err instanceof FillError && err.outcome === 'write_error');
   });
 

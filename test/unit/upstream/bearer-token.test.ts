@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { isRealmAllowed, parseChallenge, registrableDomain } from '../../../src/upstream/auth.ts';
+import { isRealmAllowed, parseChallenge, registrableDomain } from '../../../src/upstream/bearer-token.ts';
 
 const HUB = 'https://registry-1.docker.io';
 

@@ -21,9 +21,6 @@ export interface ChunkSource {
   close(): void;
 }
 
-/** How a response reuses its buffers: `count` of `bytes` each per request, each reused once the socket has written it. */
-export type BufferPlan = { count: number; bytes: number };
-
 /** Bytes [start, end) of a file: an open handle the source then owns, or a path it opens on first read. */
 export class FileSource implements ChunkSource {
   private fh: FileHandle | Promise<FileHandle> | undefined;
@@ -71,6 +68,68 @@ export function onClose(source: ChunkSource, release: () => void): ChunkSource {
       source.close();
     },
   };
+}
+
+/**
+ * A source opened on first read (a committed blob reached after its fill
+ * ended). `open` resolving to undefined (the blob is gone) is an error.
+ */
+export function lazySource(open: () => Promise<ChunkSource | undefined>): ChunkSource {
+  let inner: Promise<ChunkSource | undefined> | undefined;
+  let closed = false;
+  return {
+    async read(buf) {
+      inner ??= open();
+      const source = await inner;
+      if (!source) throw new Error('blob is no longer stored');
+      if (closed) throw new Error('source closed');
+      return source.read(buf);
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      void inner?.then((s) => s?.close(), () => undefined);
+    },
+  };
+}
+
+/**
+ * An async iterable of chunks (a verified upstream stream) as a source. Its
+ * chunks are handed on as they are (shared, never written into `buf`).
+ */
+export function iterableSource(body: AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => unknown }): ChunkSource {
+  const it = body[Symbol.asyncIterator]();
+  let closed = false;
+  return {
+    async read() {
+      if (closed) throw new Error('source closed');
+      const next = await it.next();
+      if (next.done) return null;
+      const v = next.value;
+      return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      body.destroy?.();
+    },
+  };
+}
+
+/** The first `size` bytes of a source into one new Buffer (small objects, served from memory); closes the source. */
+export async function readFully(source: ChunkSource, size: number): Promise<Buffer> {
+  const whole = Buffer.allocUnsafe(size);
+  try {
+    for (let pos = 0; pos < size; ) {
+      const chunk = await source.read(whole.subarray(pos));
+      if (chunk === null) throw new Error(`blob ended at ${pos} of ${size} bytes`);
+      if (chunk.buffer !== whole.buffer || chunk.byteOffset !== whole.byteOffset + pos) chunk.copy(whole, pos);
+      pos += chunk.length;
+    }
+    return whole;
+  } finally {
+    source.close();
+  }
 }
 
 /** A source as a Readable (one new buffer per chunk): for callers that want a stream, such as tests. */

@@ -1,12 +1,17 @@
 import { LRUCache } from 'lru-cache';
+import { credentialKey, type ClientCredential } from '../auth/credentials.ts';
+import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import { MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { UpstreamClient } from '../upstream/client.ts';
-import { credentialKey, type ClientCredential } from './credentials.ts';
+import { UpstreamStatusError } from '../upstream/upstream-error.ts';
 
-type CheckContext = { upstream: UpstreamClient; repo: string; probePath: string; cred: ClientCredential };
+/** The object whose HEAD tells whether a credential may read the repository. */
+export type AccessProbe = { blob: Digest } | { manifest: string };
+
+type CheckContext = { upstream: UpstreamClient; repo: string; probe: AccessProbe; cred: ClientCredential };
 
 /**
  * Guards content that was fetched with a client's own credential: serving it
@@ -33,16 +38,16 @@ export class AccessGuard {
   }
 
   /**
-   * Resolve if `cred` may read `probePath` (an object in `repo`) upstream;
+   * Resolve if `cred` may read `probe` (an object in `repo`) upstream;
    * throw UNAUTHORIZED (no client credential), DENIED, or UNAVAILABLE when
    * the upstream cannot be asked and the guard fails closed.
    */
-  async check(upstream: UpstreamClient, repo: string, probePath: string, cred: ClientCredential): Promise<void> {
+  async check(upstream: UpstreamClient, repo: string, probe: AccessProbe, cred: ClientCredential): Promise<void> {
     const key = [credentialKey(cred), upstream.host, repo].join('\u0000');
     const memoised = this.memo.has(key);
     let allowed: boolean | undefined;
     try {
-      allowed = await this.memo.fetch(key, { context: { upstream, repo, probePath, cred } });
+      allowed = await this.memo.fetch(key, { context: { upstream, repo, probe, cred } });
     } catch (err) {
       this.metrics.accessChecks.inc({ upstream: upstream.host, result: 'unavailable' });
       if (!this.failClosed) {
@@ -57,19 +62,22 @@ export class AccessGuard {
     throw new RegistryError('DENIED');
   }
 
-  private async ask({ upstream, repo, probePath, cred }: CheckContext): Promise<boolean> {
-    let res;
+  private async ask({ upstream, repo, probe, cred }: CheckContext): Promise<boolean> {
+    // Accept every manifest type: without it distribution 2.x answers a manifest HEAD with 400 (schema1 conversion).
+    const opts = { auth: cred, accept: MANIFEST_ACCEPT };
     try {
-      // Accept every manifest type: without it distribution 2.x answers a manifest HEAD with 400 (schema1 conversion).
-      res = await upstream.request({ method: 'HEAD', path: probePath, repo, auth: cred, accept: MANIFEST_ACCEPT });
+      if ('blob' in probe) await upstream.headBlob(repo, probe.blob, opts);
+      else await upstream.headManifest(repo, probe.manifest, opts);
+      return true;
     } catch (err) {
+      if (err instanceof UpstreamStatusError) {
+        const s = err.upstreamStatus;
+        if (s === 401 || s === 403 || s === 404) return false;
+        throw new Error(`upstream answered ${s} to an access check`);
+      }
       // Bad relayed credentials are a definite no; anything else means "could not ask".
       if (err instanceof RegistryError && err.code === 'UNAUTHORIZED') return false;
       throw err;
     }
-    await res.body.dump();
-    if (res.status === 200) return true;
-    if (res.status === 401 || res.status === 403 || res.status === 404) return false;
-    throw new Error(`upstream answered ${res.status} to an access check`);
   }
 }

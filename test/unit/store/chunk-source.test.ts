@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FileSource, toReadable } from '../../../src/proxy/chunk-source.ts';
+import { FileSource, toReadable } from '../../../src/store/chunk-source.ts';
 
 async function drain(source: FileSource, bufBytes: number): Promise<{ bytes: Buffer; backings: Set<ArrayBufferLike> }> {
   const buf = Buffer.allocUnsafeSlow(bufBytes);
