@@ -103,6 +103,8 @@ export function createMetrics(registry = new Registry()) {
       registers: [registry],
     }),
     cacheBypass: new Gauge({ name: 'gantry_cache_bypass', help: '1 while misses are streamed without caching after a write error', registers: [registry] }),
+    pinnedBytes: new Gauge({ name: 'gantry_pinned_bytes', help: 'Bytes of cached content that a pin keeps out of eviction', registers: [registry] }),
+    pinnedImages: new Gauge({ name: 'gantry_pinned_images', help: 'Pinned images (references kept out of eviction)', registers: [registry] }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
   };

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobStore, BlobWriter, ByteRange } from './blob-store-api.ts';
 import { readFully, type ChunkSource } from './chunk-source.ts';
-import { tagKey, type ContentEntry, type IndexStore, type TagEntry } from './index-store.ts';
+import { tagKey, type ContentEntry, type IndexStore, type PinRecord, type TagEntry } from './index-store.ts';
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
@@ -18,6 +18,9 @@ const VERIFY_READ_BYTES = 1024 * 1024;
 
 /** What is known about an object before its bytes arrive; size and times are set when it is committed. */
 export type IngestMeta = Omit<ContentEntry, 'size' | 'createdAt' | 'lastAccess' | 'hits'>;
+
+/** A pin as listed: its record, and how much of what it names is in the cache now. */
+export type PinStatus = PinRecord & { cachedDigests: number; bytes: number };
 
 /**
  * The local side of the cache: verified blobs (a BlobStore) + their index
@@ -44,6 +47,12 @@ export class ContentCache {
   private readonly maxUnusedAgeMs: number;
   private flushTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Digest → how many pins name it; pinned entries are never evicted. */
+  private readonly pinned = new Map<string, number>();
+  private readonly pinRecords = new Map<string, PinRecord>();
+  /** Bytes of cached entries that some pin names (kept as a running sum: gauges update on every add). */
+  private pinnedBytes = 0;
+  private pinnedOverBudget = false;
 
   constructor(opts: {
     files: BlobStore;
@@ -78,6 +87,7 @@ export class ContentCache {
     await this.index.open();
     const report = await this.reconcile();
     if (report.missingFiles + report.wrongSize + report.orphanFiles > 0) this.log.warn(report, 'cache reconciled with the disk');
+    for await (const pin of this.index.allPins()) this.addPin(pin);
     this.enforceBudget();
     this.sweepUnused();
     this.updateGauges();
@@ -279,6 +289,7 @@ export class ContentCache {
   /** Record a verified object that is already at its content address. */
   private async add(digest: Digest, entry: ContentEntry): Promise<void> {
     await this.index.putContent(digest, entry);
+    if (this.pinned.has(digest)) this.pinnedBytes += entry.size - (this.lru.peek(digest)?.size ?? 0);
     this.lru.set(digest, entry);
     this.enforceBudget();
     this.updateGauges();
@@ -290,11 +301,13 @@ export class ContentCache {
    * than on every insert. An entry larger than the whole budget goes at once.
    */
   private enforceBudget(): void {
+    this.checkPinnedBudget();
     if (this.lru.calculatedSize <= this.maxBytes) return;
     const victims: Array<[Digest, ContentEntry]> = [];
     let size = this.lru.calculatedSize;
     for (const digest of this.lru.rkeys()) {
       if (size <= this.lowWatermarkBytes) break;
+      if (this.pinned.has(digest)) continue;
       const entry = this.lru.peek(digest);
       if (!entry) continue;
       victims.push([digest as Digest, entry]);
@@ -313,7 +326,7 @@ export class ContentCache {
     const victims: Array<[Digest, ContentEntry]> = [];
     for (const digest of this.lru.rkeys()) {
       const entry = this.lru.peek(digest);
-      if (entry && entry.lastAccess < cutoff) victims.push([digest as Digest, entry]);
+      if (entry && entry.lastAccess < cutoff && !this.pinned.has(digest)) victims.push([digest as Digest, entry]);
     }
     for (const [digest, entry] of victims) {
       this.lru.delete(digest);
@@ -331,6 +344,7 @@ export class ContentCache {
   }
 
   async forget(digest: Digest): Promise<void> {
+    if (this.pinned.has(digest)) this.pinnedBytes -= this.lru.peek(digest)?.size ?? 0;
     this.lru.delete(digest);
     this.hot.delete(digest);
     this.dirty.delete(digest);
@@ -350,6 +364,74 @@ export class ContentCache {
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
     this.tags.set(tagKey(upstream, repo, tag), entry);
     await this.index.putTag(upstream, repo, tag, entry);
+  }
+
+  /**
+   * Keep an image out of eviction, by the watermarks and by the maximum age, until unpinned. The
+   * record names every digest the image needs; those not cached yet are kept once they arrive.
+   * Pinning a reference again replaces its earlier pin.
+   */
+  async pin(pin: PinRecord): Promise<void> {
+    await this.index.putPin(pin);
+    this.dropPin(tagKey(pin.upstream, pin.repo, pin.reference));
+    this.addPin(pin);
+    this.checkPinnedBudget();
+    this.updateGauges();
+  }
+
+  /** Release a pin; its content is evictable again. False if there was no such pin. */
+  async unpin(upstream: string, repo: string, reference: string): Promise<boolean> {
+    const key = tagKey(upstream, repo, reference);
+    if (!this.pinRecords.has(key)) return false;
+    await this.index.deletePin(upstream, repo, reference);
+    this.dropPin(key);
+    this.enforceBudget();
+    this.updateGauges();
+    return true;
+  }
+
+  pins(): PinStatus[] {
+    return [...this.pinRecords.values()].map((p) => {
+      const present = p.digests.map((d) => this.lru.peek(d)).filter((e): e is ContentEntry => e !== undefined);
+      return { ...p, cachedDigests: present.length, bytes: present.reduce((n, e) => n + e.size, 0) };
+    });
+  }
+
+  isPinned(digest: Digest): boolean {
+    return this.pinned.has(digest);
+  }
+
+  private addPin(pin: PinRecord): void {
+    this.pinRecords.set(tagKey(pin.upstream, pin.repo, pin.reference), pin);
+    for (const d of new Set(pin.digests)) {
+      const n = this.pinned.get(d) ?? 0;
+      if (n === 0) this.pinnedBytes += this.lru.peek(d)?.size ?? 0;
+      this.pinned.set(d, n + 1);
+    }
+  }
+
+  private dropPin(key: string): void {
+    const pin = this.pinRecords.get(key);
+    if (!pin) return;
+    this.pinRecords.delete(key);
+    for (const d of new Set(pin.digests)) {
+      const n = (this.pinned.get(d) ?? 1) - 1;
+      if (n > 0) {
+        this.pinned.set(d, n);
+        continue;
+      }
+      this.pinned.delete(d);
+      this.pinnedBytes -= this.lru.peek(d)?.size ?? 0;
+    }
+  }
+
+  /** Pinned content alone over the budget: say so once (it is kept, and serving goes on), and again only after it recovered. */
+  private checkPinnedBudget(): void {
+    const over = this.pinnedBytes > this.maxBytes;
+    if (over && !this.pinnedOverBudget) {
+      this.log.warn({ pinnedBytes: this.pinnedBytes, maxCacheBytes: this.maxBytes }, 'pinned content alone exceeds the cache budget; it is kept, and only unpinned content is evicted');
+    }
+    this.pinnedOverBudget = over;
   }
 
   get totalBytes(): number {
@@ -395,5 +477,7 @@ export class ContentCache {
   private updateGauges(): void {
     this.metrics.cacheBytes.set(this.lru.calculatedSize);
     this.metrics.cacheEntries.set(this.lru.size);
+    this.metrics.pinnedBytes.set(this.pinnedBytes);
+    this.metrics.pinnedImages.set(this.pinRecords.size);
   }
 }

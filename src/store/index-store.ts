@@ -19,6 +19,12 @@ export type ContentEntry = {
 /** A tag → digest association with the time it was last confirmed upstream. */
 export type TagEntry = { digest: Digest; mediaType: string; size: number; checkedAt: number; restricted?: boolean };
 
+/**
+ * An image kept out of eviction: its reference (a tag or a digest under an upstream and
+ * repository) and every digest it needs (manifests, configs, layers), cached yet or not.
+ */
+export type PinRecord = { upstream: string; repo: string; reference: string; digests: Digest[]; pinnedAt: number };
+
 type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 
 /** What the cache index keeps: content entries by digest, tags by upstream + repository + tag. */
@@ -32,6 +38,9 @@ export interface IndexStore {
   allContent(): AsyncIterable<[Digest, ContentEntry]>;
   getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined>;
   putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void>;
+  putPin(pin: PinRecord): Promise<void>;
+  deletePin(upstream: string, repo: string, reference: string): Promise<void>;
+  allPins(): AsyncIterable<PinRecord>;
 }
 
 /** One key per (upstream, repository, tag). NUL cannot appear in a host, a repository name or a tag. */
@@ -47,11 +56,13 @@ export class LevelIndexStore implements IndexStore {
   private readonly db: Level<string, unknown>;
   private readonly content: Sub;
   private readonly tags: Sub;
+  private readonly pins: Sub;
 
   constructor(path: string) {
     this.db = new Level<string, unknown>(path, { valueEncoding: 'json' });
     this.content = this.db.sublevel<string, unknown>('c', { valueEncoding: 'json' }) as Sub;
     this.tags = this.db.sublevel<string, unknown>('t', { valueEncoding: 'json' }) as Sub;
+    this.pins = this.db.sublevel<string, unknown>('p', { valueEncoding: 'json' }) as Sub;
   }
 
   async open(): Promise<void> {
@@ -85,5 +96,17 @@ export class LevelIndexStore implements IndexStore {
 
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
     await this.tags.put(tagKey(upstream, repo, tag), entry);
+  }
+
+  async putPin(pin: PinRecord): Promise<void> {
+    await this.pins.put(tagKey(pin.upstream, pin.repo, pin.reference), pin);
+  }
+
+  async deletePin(upstream: string, repo: string, reference: string): Promise<void> {
+    await this.pins.del(tagKey(upstream, repo, reference));
+  }
+
+  async *allPins(): AsyncGenerator<PinRecord> {
+    for await (const v of this.pins.values()) yield v as PinRecord;
   }
 }
