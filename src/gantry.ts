@@ -13,7 +13,7 @@ import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
-import { UpstreamClient } from './upstream/client.ts';
+import { createLimiter, UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
@@ -80,6 +80,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   await cache.init();
   metrics.cacheMaxBytes.set(config.maxCacheBytes);
 
+  const sharedLimiter = config.upstreamMaxBytesPerSecond > 0 ? createLimiter(config.upstreamMaxBytesPerSecond, 'global', metrics) : undefined;
   const upstreams = new Upstreams(
     config.upstreams.map(
       (u) =>
@@ -89,6 +90,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
           bodyTimeoutMs: config.upstreamBodyTimeoutMs,
           breaker: config.breaker,
           proxy: config.proxy,
+          sharedLimiter,
           metrics,
           log,
         }),

@@ -42,6 +42,11 @@ export const SETTINGS = {
   fillQueueTimeoutMs: int({ default: 30_000, min: 0, help: 'how long a miss waits for a download slot' }),
   fillResumeAttempts: int({ default: 3, min: 0, help: '`Range` resumes of a cut download before giving up' }),
   diskErrorBackoffSeconds: int({ default: 30, min: 1, help: 'after a cache write error (disk full), stream misses uncached this long, then try again' }),
+  upstreamMaxBytesPerSecond: size({
+    default: 0,
+    help: 'blob bytes per second taken from all upstreams together (`20MB`), so a shared uplink is never taken whole; client fills go before prefetch; 0 = no limit',
+    docDefault: '`0` (no limit)',
+  }),
   adminRemote: bool({ default: false, help: 'serve `/admin/*` (cache verification) to non-loopback clients too' }),
   upstreams,
   defaultUpstream: text({ default: DOCKER_HUB_HOST, lowercase: true, expected: 'a host name', typeName: 'upstream host', help: 'upstream for requests that name none', docDefault: 'first upstream' }),

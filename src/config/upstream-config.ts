@@ -1,4 +1,4 @@
-import { bool, int, stringList, text, url } from './kinds.ts';
+import { bool, int, size, stringList, text, url } from './kinds.ts';
 import { secret } from './secrets.ts';
 import { isRecord, parseFields, type Overrides, type ParseContext, type Setting, type ValuesOf } from './setting.ts';
 
@@ -30,6 +30,7 @@ export const UPSTREAM_FIELDS = {
   allow: stringList({ help: 'repository patterns allowed (`*` within a path component, `**` across); deny wins', docDefault: 'all' }),
   deny: stringList({ help: 'repository patterns denied', docDefault: 'none' }),
   serveCachedOn404: bool({ help: 'keep serving cached content when the upstream answers 404 (e.g. a deleted tag)', docDefault: '`false`' }),
+  maxBytesPerSecond: size({ help: 'blob bytes per second from this upstream, on top of the global `upstreamMaxBytesPerSecond`', docDefault: 'no limit' }),
   realmHosts: stringList({ help: "extra hosts allowed as bearer-token realms besides the upstream's own registrable domain", lowercase: true }),
 } as const;
 

@@ -103,6 +103,18 @@ export function createMetrics(registry = new Registry()) {
       registers: [registry],
     }),
     cacheBypass: new Gauge({ name: 'gantry_cache_bypass', help: '1 while misses are streamed without caching after a write error', registers: [registry] }),
+    upstreamRateLimit: new Gauge({
+      name: 'gantry_upstream_max_bytes_per_second',
+      help: 'Configured bandwidth limit for upstream blob bodies, by limit (global, or an upstream host)',
+      labelNames: ['limit'] as const,
+      registers: [registry],
+    }),
+    upstreamThrottled: new Counter({
+      name: 'gantry_upstream_throttled_seconds_total',
+      help: 'Time transfers waited for upstream bandwidth, by limit and priority (client fills, background prefetch)',
+      labelNames: ['limit', 'priority'] as const,
+      registers: [registry],
+    }),
     pinnedBytes: new Gauge({ name: 'gantry_pinned_bytes', help: 'Bytes of cached content that a pin keeps out of eviction', registers: [registry] }),
     pinnedImages: new Gauge({ name: 'gantry_pinned_images', help: 'Pinned images (references kept out of eviction)', registers: [registry] }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),

@@ -210,7 +210,8 @@ export class PullThroughBlobs {
         maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc(),
       });
       handedOver = true;
-      void fill.run(countBytes(body, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
+      const paced = req.upstream.throttle(body, () => 'client');
+      void fill.run(countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
         metrics.inflightFills.dec();

@@ -12,6 +12,7 @@ import {
   blobPath, contentLength, expectStatus, headerString, isResumeOf, listingHeaders, manifestHead, manifestPath, referrersPath, tagsPath,
   type BlobHead, type BlobResponse, type ListingResponse, type ManifestHead, type ManifestResponse, type UpstreamResponse,
 } from './registry-api.ts';
+import { ByteRateLimiter, throttled, type TransferPriority } from './rate-limiter.ts';
 import { upstreamNetworkError } from './upstream-error.ts';
 
 const MAX_REDIRECTS = 5;
@@ -43,6 +44,8 @@ export type UpstreamClientOptions = {
   proxy: ProxyConfig;
   metrics: Metrics;
   log: Logger;
+  /** The limit shared by every upstream (`upstreamMaxBytesPerSecond`), if one is set. */
+  sharedLimiter?: ByteRateLimiter | undefined;
   /** For tests: inject a dispatcher. */
   dispatcher?: Dispatcher;
 };
@@ -60,6 +63,8 @@ export class UpstreamClient {
   readonly url: string;
   readonly config: UpstreamConfig;
   readonly breaker: CircuitBreaker;
+  /** Bandwidth limits that apply to this upstream's blob bodies (global, own); empty: unlimited. */
+  private readonly limiters: ByteRateLimiter[];
   private readonly dispatcher: Dispatcher;
   private readonly tokens: TokenCache;
   private readonly ownBasic: string | undefined;
@@ -76,6 +81,8 @@ export class UpstreamClient {
     this.url = opts.config.url;
     this.metrics = opts.metrics;
     this.log = opts.log.child({ upstream: this.host });
+    const own = opts.config.maxBytesPerSecond ? createLimiter(opts.config.maxBytesPerSecond, this.host, opts.metrics) : undefined;
+    this.limiters = [opts.sharedLimiter, own].filter((l): l is ByteRateLimiter => l !== undefined);
     const agentOpts = {
       headersTimeout: opts.headersTimeoutMs,
       bodyTimeout: opts.bodyTimeoutMs,
@@ -102,6 +109,11 @@ export class UpstreamClient {
       onChange: (t) => this.circuitChanged(t),
     });
     this.metrics.upstreamUp.set({ upstream: this.host }, 1);
+  }
+
+  /** A blob body paced by the bandwidth limits (the same iterable when there are none: nothing on the hot path). */
+  throttle(body: AsyncIterable<Uint8Array>, priority: () => TransferPriority): AsyncIterable<Uint8Array> {
+    return this.limiters.length === 0 ? body : throttled(body, this.limiters, priority);
   }
 
   async close(): Promise<void> {
@@ -339,4 +351,10 @@ function safeOrigin(u: string): string {
   } catch {
     return '[invalid url]';
   }
+}
+
+/** A limiter whose waits are counted under `limit` (`global`, or an upstream's host). */
+export function createLimiter(bytesPerSecond: number, limit: string, metrics: Metrics): ByteRateLimiter {
+  metrics.upstreamRateLimit.set({ limit }, bytesPerSecond);
+  return new ByteRateLimiter(bytesPerSecond, { onWait: (priority, ms) => metrics.upstreamThrottled.inc({ limit, priority }, ms / 1000) });
 }
