@@ -97,8 +97,7 @@ async function fromStoppedCache(config: Config, refs: readonly string[], platfor
 }
 
 async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress): Promise<undefined> {
-  progress.start(0);
-  await exportThrough(url, refs, platforms, temp, (n) => progress.add(n));
+  await exportThrough(url, refs, platforms, temp, progress);
   return undefined;
 }
 

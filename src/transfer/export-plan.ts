@@ -23,6 +23,9 @@ export type ExportPlan = {
   manifestJson: Buffer;
 };
 
+/** The bytes of blobs an export from the running instance will stream, for the CLI's progress bar. */
+export const EXPORT_BYTES_HEADER = 'X-Gantry-Export-Bytes';
+
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_CONTAINERD_NAME = 'io.containerd.image.name';
 

@@ -5,7 +5,7 @@ import { request } from 'undici';
 import { parseImageRef } from '../oci/image-ref.ts';
 import { formatPlatform, parseManifest, platformMatches, type Platform } from '../oci/manifest.ts';
 import { MANIFEST_ACCEPT } from '../oci/media-types.ts';
-import { ExportError } from './export-plan.ts';
+import { EXPORT_BYTES_HEADER, ExportError } from './export-plan.ts';
 
 /** Bounds every call to the running Gantry: a pull of a large layer may take long, a silent server not. */
 const HEADERS_TIMEOUT_MS = 60_000;
@@ -38,11 +38,12 @@ export async function fetchThrough(url: string, refs: readonly string[], platfor
 }
 
 /** GET `/admin/export` of the running Gantry into `file`; its error body's message becomes the error. */
-export async function exportThrough(url: string, refs: readonly string[], platforms: readonly Platform[], file: string, onBytes: (n: number) => void): Promise<void> {
+export async function exportThrough(url: string, refs: readonly string[], platforms: readonly Platform[], file: string, progress: { start(total: number): void; add(n: number): void }): Promise<void> {
   const q = new URLSearchParams([...refs.map((r): [string, string] => ['ref', r]), ...platforms.map((p): [string, string] => ['platform', formatPlatform(p)])]);
   const res = await call(`${url}/admin/export?${q.toString()}`, 'export');
   if (res.statusCode !== 200) throw new ExportError(await errorMessage(res.body, res.statusCode));
-  const count = new Transform({ transform(chunk: Buffer, _enc, cb) { onBytes(chunk.length); cb(null, chunk); } });
+  progress.start(Number(res.headers[EXPORT_BYTES_HEADER.toLowerCase()] ?? 0));
+  const count = new Transform({ transform(chunk: Buffer, _enc, cb) { progress.add(chunk.length); cb(null, chunk); } });
   await pipeline(res.body, count, createWriteStream(file, { flags: 'wx' }));
 }
 
@@ -58,7 +59,7 @@ async function drain(u: string, what: string): Promise<void> {
   for await (const chunk of res.body) void chunk;
 }
 
-async function call(u: string, what: string, headers: Record<string, string> = {}): Promise<{ statusCode: number; body: Readable & { arrayBuffer(): Promise<ArrayBuffer>; text(): Promise<string> } }> {
+async function call(u: string, what: string, headers: Record<string, string> = {}): Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined>; body: Readable & { arrayBuffer(): Promise<ArrayBuffer>; text(): Promise<string> } }> {
   try {
     return await request(u, { headers, headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: BODY_TIMEOUT_MS });
   } catch (err) {
