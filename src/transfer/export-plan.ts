@@ -127,10 +127,13 @@ function manifestJsonOf(legacy: ReadonlyArray<{ name: string; image: PlannedImag
   return [...byManifest.values()];
 }
 
-/** docker's RepoTags want `repo:tag`; a digest-only name has none. docker.io names are written short, as docker save does. */
+/**
+ * docker's RepoTags want `repo:tag`; a digest-only name has none. Written in full (docker.io/...):
+ * docker load normalises it to the short name it shows, while podman 4.3 (which loads a multi-image
+ * archive through this file) would put a short `test/app` under `localhost/`.
+ */
 function dockerRepoTag(name: string): string | undefined {
-  if (name.includes('@')) return undefined;
-  return name.replace(/^docker\.io\/(library\/)?/, '');
+  return name.includes('@') ? undefined : name;
 }
 
 export function blobPath(digest: Digest): string {

@@ -78,7 +78,7 @@ function assertWholeArchive(a: ReadArchive): void {
     for (const d of allBlobs(image)) assert.ok(blobOf(a, d), `${ref}: blob ${d} in the archive`);
     assert.ok(blobOf(a, image.manifestDigest)?.equals(image.manifest), `${ref}: manifest bytes unchanged`);
   }
-  assert.deepEqual(a.legacy.map((l) => l.RepoTags).sort(), [['fx/docker:v1'], ['fx/multi:v1'], ['fx/oci:v1']]);
+  assert.deepEqual(a.legacy.map((l) => l.RepoTags).sort(), [['docker.io/fx/docker:v1'], ['docker.io/fx/multi:v1'], ['docker.io/fx/oci:v1']]);
   for (const row of a.legacy) for (const p of [row.Config, ...row.Layers]) assert.ok(a.files.has(p), `manifest.json points at ${p}`);
 }
 

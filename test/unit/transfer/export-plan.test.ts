@@ -44,15 +44,15 @@ test('a Docker v2 image gets an OCI-typed index.json entry over its unchanged by
   const legacy = parse<Legacy>(plan.manifestJson);
   assert.deepEqual(legacy, [{
     Config: `blobs/sha256/${img.blobs[0]?.digest.slice(7)}`,
-    RepoTags: ['fx/docker:v1'],
+    RepoTags: ['docker.io/fx/docker:v1'],
     Layers: img.blobs.slice(1).map((b) => `blobs/sha256/${b.digest.slice(7)}`),
   }]);
 });
 
-test('docker.io/library names are written short in RepoTags, as docker save does; a digest-only ref has no RepoTag', async () => {
+test('RepoTags are full names (podman would put short ones under localhost/); a digest-only ref has no RepoTag', async () => {
   const img = buildImage({ format: 'oci', seed: 'u2' });
   const plan = await planExport([root('docker.io/library/alpine:3', img), root(`docker.io/library/alpine@${img.manifestDigest}`, img)], [], reader(img));
-  assert.deepEqual(parse<Legacy>(plan.manifestJson).map((r) => r.RepoTags), [['alpine:3']]);
+  assert.deepEqual(parse<Legacy>(plan.manifestJson).map((r) => r.RepoTags), [['docker.io/library/alpine:3']]);
   assert.equal(parse<Index>(plan.index).manifests.length, 2, 'one index.json entry per name');
   assert.equal(new Set(plan.blobs.map((b) => b.digest)).size, plan.blobs.length, 'each blob once');
 });
