@@ -1,7 +1,7 @@
 import { Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Level } from 'level';
 import { pino } from 'pino';
@@ -49,6 +49,7 @@ export const exportCommand: CliCommand = {
     const temp = join(dirname(output), `.${basename(output)}.${process.pid}.partial`);
     const progress = createProgress(io);
     try {
+      await claim(temp, output);
       if (options['fetch'] === true) await fetchThrough(url, refs, platforms, (s) => io.err(`${s}\n`));
       const summary = (options['fetch'] === true || (await indexIsLocked(config)))
         ? await throughServer(url, refs, platforms, temp, progress)
@@ -65,6 +66,15 @@ export const exportCommand: CliCommand = {
     }
   },
 };
+
+/** Create the temp file before any work, so an unwritable -o fails first, naming it. */
+async function claim(temp: string, output: string): Promise<void> {
+  try {
+    await (await open(temp, 'wx')).close();
+  } catch (err) {
+    throw new Error(`cannot write ${output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
 
 type Progress = { start(total: number): void; add(n: number): void; stop(): void };
 
@@ -90,7 +100,7 @@ async function fromStoppedCache(config: Config, refs: readonly string[], platfor
   try {
     const plan = await planFromCache({ refs, platforms }, cache, config);
     progress.start(summaryOf(plan).bytes);
-    return await writeFromCache(plan, cache, createWriteStream(temp, { flags: 'wx' }), (n) => progress.add(n));
+    return await writeFromCache(plan, cache, createWriteStream(temp), (n) => progress.add(n));
   } finally {
     await cache.close();
   }

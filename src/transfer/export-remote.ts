@@ -44,7 +44,7 @@ export async function exportThrough(url: string, refs: readonly string[], platfo
   if (res.statusCode !== 200) throw new ExportError(await errorMessage(res.body, res.statusCode));
   progress.start(Number(res.headers[EXPORT_BYTES_HEADER.toLowerCase()] ?? 0));
   const count = new Transform({ transform(chunk: Buffer, _enc, cb) { progress.add(chunk.length); cb(null, chunk); } });
-  await pipeline(res.body, count, createWriteStream(file, { flags: 'wx' }));
+  await pipeline(res.body, count, createWriteStream(file));
 }
 
 async function get(u: string, what: string, headers: Record<string, string> = {}): Promise<Buffer> {

@@ -142,6 +142,41 @@ test('an uncached image is an error naming it, exit 1, and no file left behind',
   assert.deepEqual((await readdir(tmp)).filter((f) => f.includes('partial')), [], 'no temp file either');
 });
 
+test('GET /admin/export: an uncached image is a 404 OCI error naming it, a bad platform or no ref a 400, never a 500', async () => {
+  const base = `${gantry?.url ?? ''}/admin/export`;
+  const cases: Array<[string, number, string, RegExp]> = [
+    ['?ref=fx/nope:v1', 404, 'MANIFEST_UNKNOWN', /docker\.io\/fx\/nope:v1: tag v1 is not cached/],
+    ['?ref=fx/multi:v1&platform=linux/s390x', 404, 'MANIFEST_UNKNOWN', /no manifest for linux\/s390x/],
+    ['?ref=fx/oci:v1&platform=linux', 400, 'NAME_INVALID', /invalid platform "linux"/],
+    ['?ref=UPPER:case', 400, 'NAME_INVALID', /invalid image reference/],
+    ['', 400, 'NAME_INVALID', /at least one ref=/],
+  ];
+  for (const [query, status, code, message] of cases) {
+    const res = await request(`${base}${query}`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const body = (await res.body.json()) as { errors: Array<{ code: string; message: string }> };
+    assert.equal(res.statusCode, status, query);
+    assert.equal(body.errors[0]?.code, code, query);
+    assert.match(body.errors[0]?.message ?? '', message, query);
+  }
+});
+
+test('bad arguments are one line naming them and exit 2; an unwritable -o is one line and exit 1', async () => {
+  const platform = await gantryExport('fx/oci:v1', '-o', path.join(tmp, 'p.tar'), '--platform', 'linux');
+  assert.equal(platform.code, 2);
+  assert.match(platform.stderr, /^gantry export: invalid platform "linux"/);
+  const noOut = await gantryExport('fx/oci:v1');
+  assert.equal(noOut.code, 2);
+  assert.match(noOut.stderr, /-o FILE/);
+  const noRef = await gantryExport('-o', path.join(tmp, 'n.tar'));
+  assert.equal(noRef.code, 2);
+  assert.match(noRef.stderr, /image reference/);
+  const nowhere = path.join(tmp, 'no-such-dir', 'x.tar');
+  const r = await gantryExport('fx/oci:v1', '-o', nowhere, '--url', gantry?.url ?? '');
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /no-such-dir/);
+});
+
 test('--fetch pulls an uncached image through the running Gantry, then exports it', async () => {
   fwd.reset();
   const out = path.join(tmp, 'late.tar');
