@@ -17,26 +17,31 @@ const MTIME = new Date(0);
  */
 export async function writeArchive(plan: ExportPlan, open: BlobOpener, out: Writable, onBytes: (n: number) => void = () => {}): Promise<void> {
   const tar = pack();
-  const done = pipeline(tar, out);
-  try {
-    await addFile(tar, 'oci-layout', OCI_LAYOUT);
-    await addFile(tar, 'index.json', plan.index);
-    await addFile(tar, 'manifest.json', plan.manifestJson);
-    for (const dir of ['blobs/', ...new Set(plan.blobs.map((b) => `${blobPath(b.digest).split('/').slice(0, 2).join('/')}/`))]) {
-      await addEntry(tar, { name: dir, type: 'directory', mode: 0o755, mtime: MTIME });
+  const fill = async (): Promise<void> => {
+    try {
+      await addFile(tar, 'oci-layout', OCI_LAYOUT);
+      await addFile(tar, 'index.json', plan.index);
+      await addFile(tar, 'manifest.json', plan.manifestJson);
+      for (const dir of ['blobs/', ...new Set(plan.blobs.map((b) => `${blobPath(b.digest).split('/').slice(0, 2).join('/')}/`))]) {
+        await addEntry(tar, { name: dir, type: 'directory', mode: 0o755, mtime: MTIME });
+      }
+      for (const blob of plan.blobs) {
+        if (blob.bytes) {
+          await addFile(tar, blobPath(blob.digest), blob.bytes);
+          onBytes(blob.bytes.length);
+        } else {
+          await addStream(tar, blobPath(blob.digest), blob.size, await mustOpen(open, blob.digest, blob.size), onBytes);
+        }
+      }
+      tar.finalize();
+    } catch (err) {
+      tar.destroy(err as Error);
+      throw err;
     }
-    for (const blob of plan.blobs) {
-      if (blob.bytes) await addFile(tar, blobPath(blob.digest), blob.bytes);
-      else await addStream(tar, blobPath(blob.digest), blob.size, await mustOpen(open, blob.digest, blob.size), onBytes);
-      if (blob.bytes) onBytes(blob.bytes.length);
-    }
-    tar.finalize();
-  } catch (err) {
-    tar.destroy(err as Error);
-    await done.catch(() => {});
-    throw err;
-  }
-  await done;
+  };
+  // Together: an output that fails (disk full, client gone) rejects at once instead of leaving
+  // an entry callback waiting forever.
+  await Promise.all([fill(), pipeline(tar, out)]);
 }
 
 async function mustOpen(open: BlobOpener, digest: Digest, size: number): Promise<Readable> {
