@@ -45,6 +45,21 @@ describe('gantry export read by the real tools', () => {
     }
   });
 
+  test('skopeo reads a --platform linux/arm64 export: Gantry\'s narrowed index around the registry\'s arm64 manifest', async () => {
+    const narrowed = join(env.tmp, 'arm64.tar');
+    const ref = `docker.io/${REPOS.multi}:${TAG}`;
+    await run('bin/gantry', ['export', ref, '-o', narrowed, '--platform', 'linux/arm64', '--url', env.mirror.url, '--cache-dir', env.mirror.cacheDir], {
+      env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LOG_LEVEL: 'warn' },
+      timeoutMs: 60_000,
+    });
+    const dest = await mkdtemp(join(env.tmp, 'skopeo-arm64-'));
+    await run(SKOPEO, ['--insecure-policy', 'copy', '--all', `oci-archive:${narrowed}:${ref}`, `dir:${dest}`], { timeoutMs: 60_000 });
+    const index = JSON.parse(await readFile(join(dest, 'manifest.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    const arm64 = child(IMAGES.multi, 'arm64');
+    assert.deepEqual(index.manifests.map((m) => m.digest), [arm64.manifestDigest]);
+    assert.ok((await readFile(join(dest, `${arm64.manifestDigest.slice(7)}.manifest.json`))).equals(arm64.manifest), 'the arm64 manifest, byte for byte');
+  });
+
   test('podman load -i FILE loads every image under its name', async () => {
     const dir = join(env.tmp, 'podman');
     await mkdir(dir, { recursive: true });
