@@ -144,6 +144,7 @@ export async function listen(services: Services): Promise<Gantry> {
     isReady: () => ready,
     verifyCache: (o) => cache.verifyAll(o),
     adminRemote: config.adminRemote,
+    exportSource: { cache, config },
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {

@@ -10,6 +10,8 @@ export type CliCommand = {
   summary: string;
   /** Options besides the shared config options; built per parse (commander keeps state in them). */
   options?: () => Option[];
+  /** Positional arguments in commander's syntax (`<REF...>`); run() finds them as options['arguments']. */
+  arguments?: string;
   /** Runs with the validated config and the parsed options; resolves to the exit code. */
   run(config: Config, options: Readonly<Record<string, unknown>>, io: Io): Promise<number>;
 };

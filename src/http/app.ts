@@ -6,9 +6,10 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
+import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
-export type AppServices = RegistryServices & {
+export type AppServices = RegistryServices & ExportRouteServices & {
   metrics: Metrics;
   log: Logger;
   isReady: () => boolean;
@@ -67,6 +68,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     }
     return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
   });
+  registerExportRoute(app, svc);
 
   const token = createTokenHandler(svc);
   app.get('/token', token);
