@@ -6,6 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
+import { registerImportRoute, type ImportServices } from './import-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
 export type AppServices = RegistryServices & {
@@ -15,6 +16,8 @@ export type AppServices = RegistryServices & {
   /** Re-hash the cache (admin endpoint). */
   verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
   adminRemote: boolean;
+  /** POST /admin/import (gantry import while serving); absent: no such route. */
+  imports?: Omit<ImportServices, 'adminRemote'>;
 };
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -67,6 +70,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     }
     return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
   });
+  if (svc.imports) registerImportRoute(app, { adminRemote: svc.adminRemote, ...svc.imports });
 
   const token = createTokenHandler(svc);
   app.get('/token', token);
