@@ -13,6 +13,7 @@ import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
+import { importStream } from './transfer/import-stream.ts';
 import { createLimiter, UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
@@ -145,6 +146,11 @@ export async function listen(services: Services): Promise<Gantry> {
     verifyCache: (o) => cache.verifyAll(o),
     adminRemote: config.adminRemote,
     exportSource: { cache, config },
+    imports: {
+      upstreamHosts: () => upstreams.all().map((u) => u.host),
+      defaultUpstream: config.defaultUpstream,
+      importTar: (body, target, label) => importStream(body, cache, config.cacheDir, target, label),
+    },
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {

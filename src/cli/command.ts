@@ -1,4 +1,4 @@
-import type { Option } from 'commander';
+import type { Argument, Option } from 'commander';
 import type { Config } from '../config/config.ts';
 
 /** Where a command writes: stdout carries results (verify's JSON report), stderr messages. */
@@ -10,8 +10,8 @@ export type CliCommand = {
   summary: string;
   /** Options besides the shared config options; built per parse (commander keeps state in them). */
   options?: () => Option[];
-  /** Positional arguments in commander's syntax (`<REF...>`); run() finds them as options['arguments']. */
-  arguments?: string;
+  /** Positional arguments, if any; run() gets their values as `options.args` (a list). */
+  arguments?: () => Argument[];
   /** Runs with the validated config and the parsed options; resolves to the exit code. */
   run(config: Config, options: Readonly<Record<string, unknown>>, io: Io): Promise<number>;
 };

@@ -1,4 +1,4 @@
-import { Option } from 'commander';
+import { Argument, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
@@ -23,7 +23,7 @@ import type { CliCommand, Io } from './command.ts';
 export const exportCommand: CliCommand = {
   summary: 'write cached images to one archive',
   // Checked in run() rather than by commander, so `gantry export --help` and the shared flags parse alone.
-  arguments: '[REF...]',
+  arguments: () => [new Argument('[REF...]', 'images to export (name:tag or name@digest)')],
   options: () => [
     new Option('-o, --output <FILE>', 'the archive to write (required)'),
     new Option('--platform <os/arch[/variant]>', 'only these platforms of a multi-arch image (repeatable)').argParser((v, prev: string[] | undefined) => [...(prev ?? []), v]),
@@ -31,7 +31,7 @@ export const exportCommand: CliCommand = {
     new Option('--url <URL>', 'the running Gantry (default: from the config\'s listen)'),
   ],
   async run(config, options, io) {
-    const refs = (options['arguments'] as string[] | undefined) ?? [];
+    const refs = Array.isArray(options['args']) ? options['args'].filter((r): r is string => typeof r === 'string') : [];
     if (refs.length === 0 || typeof options['output'] !== 'string') {
       io.err(`gantry export: ${refs.length === 0 ? 'give at least one image reference' : 'give the archive to write with -o FILE'}\n`);
       return 2;

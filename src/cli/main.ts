@@ -5,11 +5,12 @@ import { loadConfig } from '../config/load-config.ts';
 import type { CliCommand, Io } from './command.ts';
 import { configSourceOf, sharedConfigOptions } from './config-options.ts';
 import { exportCommand } from './export.ts';
+import { importCommand } from './import.ts';
 import { serve } from './serve.ts';
 import { verify } from './verify.ts';
 
 /** Every `gantry <command>`; a new subcommand is one module and one row here. */
-export const COMMANDS = { serve, verify, export: exportCommand } satisfies Record<string, CliCommand>;
+export const COMMANDS = { serve, verify, import: importCommand, export: exportCommand } satisfies Record<string, CliCommand>;
 export type CommandName = keyof typeof COMMANDS;
 
 /** `gantry` and `gantry --listen ...` serve, as before there were commands. */
@@ -31,6 +32,8 @@ function buildProgram(io: Io, chosen: (inv: Invocation) => void): Command {
     .description('Pull-through caching mirror for OCI / Docker registries.')
     .version(packageVersion(), '-V, --version')
     .addHelpText('after', `\nWithout a command, gantry runs \`${DEFAULT_COMMAND}\`. \`gantry <command> --help\` shows a command's options.`)
+    // Wide enough that commands with positional arguments don't wrap the summaries.
+    .configureHelp({ helpWidth: 110 })
     .exitOverride()
     // Commands with arguments (`export [REF...]`) widen the command column: keep each summary on one line.
     .configureHelp({ helpWidth: 120 })
@@ -42,11 +45,8 @@ function buildProgram(io: Io, chosen: (inv: Invocation) => void): Command {
   for (const [name, cmd] of Object.entries(COMMANDS) as Array<[CommandName, CliCommand]>) {
     const sub = program.command(name, { isDefault: name === DEFAULT_COMMAND }).description(cmd.summary);
     for (const option of [...(cmd.options?.() ?? []), ...sharedConfigOptions()]) sub.addOption(option);
-    if (cmd.arguments !== undefined) sub.arguments(cmd.arguments);
-    sub.action((...args: unknown[]) => {
-      const options = args.at(-2) as Record<string, unknown>;
-      chosen({ name, options: cmd.arguments === undefined ? options : { ...options, arguments: args[0] } });
-    });
+    for (const argument of cmd.arguments?.() ?? []) sub.addArgument(argument);
+    sub.action(() => chosen({ name, options: cmd.arguments ? { ...sub.opts(), args: sub.processedArgs.flat() } : sub.opts() }));
   }
   return program;
 }

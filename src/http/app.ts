@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
+import { registerImportRoute, type ImportServices } from './import-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
 export type AppServices = RegistryServices & ExportRouteServices & {
@@ -16,6 +17,8 @@ export type AppServices = RegistryServices & ExportRouteServices & {
   /** Re-hash the cache (admin endpoint). */
   verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
   adminRemote: boolean;
+  /** POST /admin/import (gantry import while serving); absent: no such route. */
+  imports?: Omit<ImportServices, 'adminRemote'>;
 };
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -69,6 +72,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
   });
   registerExportRoute(app, svc);
+  if (svc.imports) registerImportRoute(app, { adminRemote: svc.adminRemote, ...svc.imports });
 
   const token = createTokenHandler(svc);
   app.get('/token', token);

@@ -1,0 +1,54 @@
+import type { Context, Hono } from 'hono';
+import { RegistryError } from '../oci/errors.ts';
+import { ImportError } from '../transfer/archive-source.ts';
+import { repositoryOf } from '../transfer/import-plan.ts';
+import type { ImportSummary, ImportTarget } from '../transfer/import.ts';
+import type { AppEnv } from './app-env.ts';
+
+export type ImportServices = {
+  adminRemote: boolean;
+  /** The configured upstream hosts and the default one: imports land only under those. */
+  upstreamHosts: () => string[];
+  defaultUpstream: string;
+  /** Run the import of a tar body (transfer/import-stream.ts). */
+  importTar: (body: ReadableStream<Uint8Array>, target: ImportTarget, label: string) => Promise<ImportSummary>;
+};
+
+/**
+ * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL` with a tar as the body: what
+ * `gantry import` does while this Gantry holds the cache. Loopback only, like /admin/verify.
+ * Bad input is a 400 with an OCI error body whose message names the archive and entry.
+ */
+export function registerImportRoute(app: Hono<AppEnv>, svc: ImportServices): void {
+  app.post('/admin/import', async (c) => {
+    const remote = c.env.incoming.socket.remoteAddress ?? '';
+    if (!svc.adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
+      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
+    }
+    const target = targetOf(c, svc);
+    const body = c.req.raw.body;
+    if (!body) throw badRequest('the request has no body: send the archive as a tar');
+    try {
+      return c.json(await svc.importTar(body, target, c.req.query('name') ?? 'request body'));
+    } catch (err) {
+      if (err instanceof ImportError) throw badRequest(err.message);
+      throw err;
+    }
+  });
+}
+
+function targetOf(c: Context<AppEnv>, svc: ImportServices): ImportTarget {
+  const upstream = (c.req.query('upstream') ?? svc.defaultUpstream).toLowerCase();
+  if (!svc.upstreamHosts().includes(upstream)) throw badRequest(`upstream ${upstream} is not configured`);
+  const raw = c.req.query('repository');
+  if (raw === undefined) return { upstream };
+  try {
+    return { upstream, repository: repositoryOf(raw) };
+  } catch {
+    throw badRequest(`repository ${JSON.stringify(raw.slice(0, 256))} is not a valid repository name`);
+  }
+}
+
+function badRequest(message: string): RegistryError {
+  return new RegistryError('MANIFEST_INVALID', { status: 400, message });
+}

@@ -1,0 +1,61 @@
+import { createReadStream } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { pack } from 'tar-stream';
+import { request } from 'undici';
+import { directorySource, ImportError } from './archive-source.ts';
+import type { ImportProgress, ImportSummary, ImportTarget } from './import.ts';
+
+/**
+ * Send one archive to a running Gantry's `POST /admin/import`, streamed: a tar file as it is, a
+ * layout directory packed into a tar on the fly. Its error answer becomes an ImportError.
+ */
+export async function importThroughServer(path: string, target: ImportTarget, baseUrl: string, progress: ImportProgress): Promise<ImportSummary> {
+  const body = await bodyOf(path);
+  let sent = 0;
+  body.on('data', (c: Buffer) => progress({ pass: 1, bytes: (sent += c.length) }));
+  const q = new URLSearchParams({ upstream: target.upstream, name: path, ...(target.repository !== undefined ? { repository: target.repository } : {}) });
+  let res;
+  try {
+    res = await request(`${baseUrl}/admin/import?${q.toString()}`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar' } });
+  } catch (err) {
+    throw new ImportError(path, undefined, `cannot reach the running Gantry at ${baseUrl} (${(err as Error).message})`);
+  }
+  const text = await res.body.text();
+  if (res.statusCode === 200) return JSON.parse(text) as ImportSummary;
+  throw new ImportError(path, undefined, `${baseUrl} answered ${res.statusCode}: ${errorMessage(text)}`.replaceAll(`${path}: `, ''));
+}
+
+async function bodyOf(path: string): Promise<Readable> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) throw new ImportError(path, undefined, 'no such file or directory');
+  return st.isDirectory() ? packDirectory(path) : createReadStream(path);
+}
+
+/** A layout directory as a tar stream, read by paths (symlinks refused as in a local import). */
+function packDirectory(dir: string): Readable {
+  const p = pack();
+  const fill = async (): Promise<void> => {
+    await directorySource(dir).forEachFile(async (name, size, body) => {
+      await new Promise<void>((resolve, reject) => {
+        const entry = p.entry({ name, size }, (err) => (err ? reject(err) : resolve()));
+        void (async () => {
+          for await (const chunk of body) if (!entry.write(chunk)) await new Promise<void>((r) => entry.once('drain', () => r()));
+          entry.end(Buffer.alloc(0));
+        })().catch(reject);
+      });
+    });
+    p.finalize();
+  };
+  fill().catch((err: unknown) => p.destroy(err as Error));
+  return p as unknown as Readable;
+}
+
+function errorMessage(text: string): string {
+  try {
+    const body = JSON.parse(text) as { errors?: Array<{ message?: string }> };
+    return body.errors?.[0]?.message ?? text.slice(0, 300);
+  } catch {
+    return text.slice(0, 300);
+  }
+}

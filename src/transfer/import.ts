@@ -1,0 +1,82 @@
+import type { Digest } from '../oci/digest.ts';
+import type { ContentCache } from '../store/content-cache.ts';
+import { ImportError, type ArchiveSource } from './archive-source.ts';
+import { scanArchive } from './archive-scan.ts';
+import { planImport, type ImportPlan, type PlanOptions, type PlannedBlob } from './import-plan.ts';
+
+/** The part of the cache an import writes through: ingest is the one verified write path. */
+export type ImportCache = Pick<ContentCache, 'stat' | 'ingest' | 'ingestBytes' | 'putTag'>;
+
+export type ImportTarget = PlanOptions & { upstream: string };
+/** Bytes read so far of the current pass (`pass` 1 hashes and checks, pass 2 writes). */
+export type ImportProgress = (e: { pass: 1 | 2; bytes: number }) => void;
+
+export type ImportedImage = { repository: string; tag?: string; digest: Digest; mediaType: string; authored: boolean };
+export type ImportSummary = {
+  archive: string;
+  format: ImportPlan['format'];
+  images: ImportedImage[];
+  blobsNew: number;
+  blobsPresent: number;
+  bytesNew: number;
+  manifests: number;
+};
+
+/**
+ * Import one archive into the cache. Two passes: the first hashes every entry and checks the
+ * whole archive (paths, links, truncation, digests, references) without writing; the second
+ * writes the blobs through ContentCache.ingest (verified again as written), then the manifests,
+ * then the tags. Bad input therefore leaves nothing of the archive in the cache.
+ */
+export async function importArchive(source: ArchiveSource, cache: ImportCache, target: ImportTarget, progress: ImportProgress = () => undefined): Promise<ImportSummary> {
+  let read = 0;
+  const scan = await scanArchive(source, (n) => progress({ pass: 1, bytes: (read += n) }));
+  const plan = planImport(source.label, scan, target);
+  const summary: ImportSummary = { archive: source.label, format: plan.format, images: [], blobsNew: 0, blobsPresent: 0, bytesNew: 0, manifests: plan.manifests.length };
+  const wanted = new Map<string, PlannedBlob>();
+  for (const b of plan.blobs) {
+    if (await cache.stat(b.digest)) summary.blobsPresent++;
+    else wanted.set(b.entry, b);
+  }
+  read = 0;
+  await source.forEachFile(async (name, _size, body) => {
+    const blob = wanted.get(name);
+    if (!blob) {
+      for await (const chunk of body) progress({ pass: 2, bytes: (read += chunk.length) });
+      return;
+    }
+    wanted.delete(name);
+    await writeBlob(cache, blob, body, { file: source.label, upstream: target.upstream }, (n) => progress({ pass: 2, bytes: (read += n) }));
+    summary.blobsNew++;
+    summary.bytesNew += blob.size;
+  });
+  const missing = wanted.keys().next();
+  if (!missing.done) throw new ImportError(source.label, missing.value, 'changed between the two passes over the archive');
+  for (const m of plan.manifests) {
+    await cache.ingestBytes(m.digest, m.bytes, { kind: 'manifest', mediaType: m.mediaType, upstream: target.upstream, repo: m.repository, restricted: false });
+  }
+  for (const img of plan.images) {
+    if (img.tag !== undefined) {
+      await cache.putTag(target.upstream, img.repository, img.tag, { digest: img.digest, mediaType: img.mediaType, size: img.size, checkedAt: Date.now(), restricted: false });
+    }
+    summary.images.push({ repository: img.repository, ...(img.tag !== undefined ? { tag: img.tag } : {}), digest: img.digest, mediaType: img.mediaType, authored: img.authored });
+  }
+  return summary;
+}
+
+/** Stream one entry into a cache writer; its commit checks size and digest, a failure leaves nothing. */
+async function writeBlob(cache: ImportCache, blob: PlannedBlob, body: AsyncIterable<Buffer>, at: { file: string; upstream: string }, onBytes: (n: number) => void): Promise<void> {
+  const writer = await cache.ingest(blob.digest, { kind: 'blob', mediaType: 'application/octet-stream', upstream: at.upstream, repo: blob.repository, restricted: false });
+  try {
+    for await (const chunk of body) {
+      await writer.write([chunk]);
+      onBytes(chunk.length);
+    }
+    await writer.commit(blob.size);
+  } catch (err) {
+    await writer.abort();
+    throw err instanceof ImportError ? err : new ImportError(at.file, blob.entry, (err as Error).message);
+  } finally {
+    await writer.close();
+  }
+}

@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files } from '../../fixtures/archives.ts';
+import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
+import { openArchive } from '../../../src/transfer/archive-source.ts';
+import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
+import type { Digest } from '../../../src/oci/digest.ts';
+import { tempCache, readBody, type TempCache } from '../support.ts';
+
+const UPSTREAM = 'registry-1.docker.io';
+let work: string;
+before(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'gantry-import-unit-'));
+});
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+async function archive(name: string, files: Files | Entry[]): Promise<string> {
+  const file = path.join(work, name);
+  await writeFile(file, await tarOf(Array.isArray(files) ? files : entriesOf(files)));
+  return file;
+}
+
+async function withCache(fn: (c: TempCache) => Promise<void>): Promise<void> {
+  const c = await tempCache();
+  try {
+    await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+async function run(c: TempCache, file: string, repository?: string): Promise<ImportSummary> {
+  return importArchive(await openArchive(file), c.cache, { upstream: UPSTREAM, ...(repository !== undefined ? { repository } : {}) });
+}
+
+async function cachedBytes(c: TempCache, digest: string): Promise<Buffer | undefined> {
+  const got = await c.cache.readWhole(digest as Digest);
+  return got ? readBody(got.bytes) : undefined;
+}
+
+/** The cache holds nothing: no index entry, no blob file, no temp file. */
+async function assertEmpty(c: TempCache): Promise<void> {
+  assert.equal(c.cache.entries, 0);
+  const names: string[] = [];
+  for await (const n of c.store.list()) names.push(n);
+  assert.deepEqual(names, []);
+}
+
+describe('gantry import: format readers', () => {
+  it('an OCI archive with a full reference: manifest, config and layers byte for byte, tag under its repository', async () => {
+    const img = buildImage({ format: 'oci', seed: 'oci-full' });
+    const file = await archive('oci-full.tar', ociLayout([{ image: img, refName: 'docker.io/library/nginx:1.27' }]));
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.equal(s.format, 'oci');
+      assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest]), [['library/nginx', '1.27', img.manifestDigest]]);
+      assert.equal(s.blobsNew, 3);
+      assert.deepEqual(await cachedBytes(c, img.manifestDigest), img.manifest);
+      for (const b of img.blobs) assert.deepEqual(await cachedBytes(c, b.digest), b.bytes);
+      const tag = await c.cache.getTag(UPSTREAM, 'library/nginx', '1.27');
+      assert.equal(tag?.digest, img.manifestDigest);
+      assert.equal(tag?.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+      const again = await run(c, file);
+      assert.equal(again.blobsNew, 0);
+      assert.equal(again.blobsPresent, 3);
+    });
+  });
+
+  it('a multi-arch index with a bare tag and --repository: the index and every child; a Docker v2 child keeps its type from its bytes', async () => {
+    const index = buildIndex({ format: 'docker', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'multi' });
+    const file = await archive('oci-index.tar', ociLayout([{ image: index, refName: '2.0' }], true));
+    await withCache(async (c) => {
+      await assert.rejects(run(c, file), /oci-index\.tar: entry "index\.json sha256:[0-9a-f]+": names only the tag "2\.0": pass --repository NAME/);
+      await assertEmpty(c);
+      const s = await run(c, file, 'team/app');
+      assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest, i.mediaType]), [['team/app', '2.0', index.manifestDigest, index.mediaType]]);
+      assert.equal(s.manifests, 3);
+      for (const child of index.children) {
+        const entry = await c.cache.stat(child.manifestDigest as Digest);
+        assert.equal(entry?.mediaType, 'application/vnd.docker.distribution.manifest.v2+json', 'the descriptor said OCI; the bytes say Docker v2');
+      }
+    });
+  });
+
+  it('an OCI image layout directory, read by paths', async () => {
+    const img = buildImage({ format: 'oci', seed: 'dir' });
+    const dir = path.join(work, 'layout-dir');
+    for (const [name, data] of Object.entries(ociLayout([{ image: img, refName: 'example.com/team/dir:1' }]))) {
+      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await writeFile(path.join(dir, name), data);
+    }
+    await withCache(async (c) => {
+      const s = await run(c, dir);
+      assert.deepEqual(s.images.map((i) => [i.repository, i.tag]), [['team/dir', '1']]);
+      assert.equal((await c.cache.getTag(UPSTREAM, 'team/dir', '1'))?.digest, img.manifestDigest);
+    });
+  });
+
+  it('a Docker 25+ save (OCI layout and manifest.json): the registry manifest from blobs/, named by io.containerd.image.name', async () => {
+    const img = buildImage({ format: 'docker', seed: 'docker25' });
+    const files = { ...ociLayout([{ image: img, refName: '3', fullName: 'docker.io/library/alpine:3' }], true), 'manifest.json': '[]' };
+    const file = await archive('docker25.tar', files);
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest, i.authored]), [['library/alpine', '3', img.manifestDigest, false]]);
+      assert.deepEqual(await cachedBytes(c, img.manifestDigest), img.manifest);
+    });
+  });
+
+  it('a legacy docker save: Gantry builds a Docker v2 manifest over the archive\'s layer bytes and tags every RepoTag', async () => {
+    const img = buildImage({ format: 'docker', seed: 'legacy' });
+    const file = await archive('legacy.tar', legacyDockerSave(img, ['busybox:1.36', 'registry.example.com/x/y:2']));
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.equal(s.format, 'docker-save');
+      assert.equal(s.images.length, 2);
+      const [first] = s.images;
+      assert.ok(first?.authored);
+      const manifest = await cachedBytes(c, first.digest);
+      assert.ok(manifest);
+      assert.equal(sha256(manifest), first.digest);
+      const parsed = JSON.parse(manifest.toString()) as { mediaType: string; config: { digest: string }; layers: Array<{ mediaType: string; digest: string; size: number }> };
+      assert.equal(parsed.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+      assert.equal(parsed.config.digest, img.blobs[0]?.digest);
+      assert.deepEqual(parsed.layers.map((l) => [l.digest, l.size, l.mediaType]), img.blobs.slice(1).map((b) => [b.digest, b.bytes.length, 'application/vnd.docker.image.rootfs.diff.tar.gzip']));
+      assert.equal((await c.cache.getTag(UPSTREAM, 'library/busybox', '1.36'))?.digest, first.digest);
+      assert.equal((await c.cache.getTag(UPSTREAM, 'x/y', '2'))?.digest, first.digest);
+    });
+  });
+
+  it('a legacy docker save with an uncompressed layer types it .tar', async () => {
+    const base = buildImage({ format: 'docker', seed: 'plain' });
+    const plain = makeTar({ 'etc/plain': 'not gzipped\n' });
+    const img = { ...base, blobs: [...base.blobs.slice(0, 1), { digest: sha256(plain), bytes: plain, mediaType: 'x' }] };
+    const file = await archive('legacy-plain.tar', legacyDockerSave(img, ['plain:1']));
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      const m = JSON.parse((await cachedBytes(c, s.images[0]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ mediaType: string }> };
+      assert.deepEqual(m.layers.map((l) => l.mediaType), ['application/vnd.docker.image.rootfs.diff.tar']);
+    });
+  });
+});
+
+describe('gantry import: bad input leaves nothing in the cache', () => {
+  const img = buildImage({ format: 'oci', seed: 'bad' });
+  const good = (): Files => ociLayout([{ image: img, refName: 'docker.io/library/bad:1' }]);
+
+  const cases: Array<{ name: string; make: () => Promise<string>; error: RegExp }> = [
+    {
+      name: 'a truncated tar',
+      make: async () => {
+        const whole = await tarOf(entriesOf(good()));
+        const file = path.join(work, 'truncated.tar');
+        await writeFile(file, whole.subarray(0, whole.length - 1024 - 700));
+        return file;
+      },
+      error: /truncated\.tar: .*(truncated|end)/i,
+    },
+    {
+      name: 'a blob whose bytes do not match its digest',
+      make: () => {
+        const files = good();
+        const layer = img.blobs[1];
+        assert.ok(layer);
+        files[`blobs/${layer.digest.replace(':', '/')}`] = Buffer.concat([layer.bytes, Buffer.from('x')]);
+        return archive('mismatch.tar', files);
+      },
+      error: /mismatch\.tar: entry "blobs\/sha256\/[0-9a-f]+": bytes do not match the digest its name gives/,
+    },
+    { name: 'a ../ path', make: () => archive('dotdot.tar', [...entriesOf(good()), { name: '../escape', data: Buffer.from('x') }]), error: /dotdot\.tar: entry "\.\.\/escape": path leaves the archive/ },
+    { name: 'an absolute path', make: () => archive('abs.tar', [{ name: '/etc/evil', data: Buffer.from('x') }, ...entriesOf(good())]), error: /abs\.tar: entry "\/etc\/evil": absolute or unsafe path/ },
+    { name: 'a symlink', make: () => archive('symlink.tar', [...entriesOf(good()), { name: 'link', header: { type: 'symlink', linkname: '/etc/passwd' } }]), error: /symlink\.tar: entry "link": symlink entries are not accepted/ },
+    { name: 'a hardlink', make: () => archive('hardlink.tar', [...entriesOf(good()), { name: 'hard', header: { type: 'link', linkname: 'index.json' } }]), error: /hardlink\.tar: entry "hard": link entries are not accepted/ },
+    { name: 'an unknown format', make: () => archive('unknown.tar', { 'hello.txt': 'hi' }), error: /unknown\.tar: unknown format/ },
+    { name: 'not a tar at all', make: async () => { const f = path.join(work, 'garbage.tar'); await writeFile(f, Buffer.alloc(3000, 7)); return f; }, error: /garbage\.tar: / },
+    { name: 'a missing file', make: () => Promise.resolve(path.join(work, 'nope.tar')), error: /nope\.tar: no such file or directory/ },
+    {
+      name: 'a manifest naming a blob the archive lacks',
+      make: () => {
+        const files = good();
+        delete files[`blobs/${img.blobs[2]?.digest.replace(':', '/') ?? ''}`];
+        return archive('missing-blob.tar', files);
+      },
+      error: /missing-blob\.tar: entry "blobs\/sha256\/[0-9a-f]+": is referenced but not in the archive/,
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: one line naming the file (and entry), nothing cached, nothing written outside`, async () => {
+      const file = await c.make();
+      const before = (await readdir(work)).sort();
+      await withCache(async (tc) => {
+        const err = await run(tc, file).then(() => undefined, (e: unknown) => e as Error);
+        assert.ok(err, 'import must fail');
+        assert.match(err.message, c.error);
+        assert.ok(!err.message.includes('\n'), 'one line');
+        await assertEmpty(tc);
+        assert.equal(await tc.cache.getTag(UPSTREAM, 'library/bad', '1'), undefined);
+      });
+      assert.deepEqual((await readdir(work)).sort(), before, 'nothing written beside the archive');
+      assert.deepEqual(await readdir(path.dirname(work)).then((n) => n.includes('escape')), false);
+    });
+  }
+
+  it('a symlink inside a layout directory', async () => {
+    const dir = path.join(work, 'dir-with-link');
+    for (const [name, data] of Object.entries(good())) {
+      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await writeFile(path.join(dir, name), data);
+    }
+    await symlink('/etc/passwd', path.join(dir, 'blobs', 'evil'));
+    await withCache(async (c) => {
+      await assert.rejects(run(c, dir), /dir-with-link: entry "blobs\/evil": symlinks and special files are not accepted/);
+      await assertEmpty(c);
+    });
+  });
+});
