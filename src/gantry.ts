@@ -142,6 +142,7 @@ export async function listen(services: Services): Promise<Gantry> {
     isReady: () => ready,
     verifyCache: (o) => cache.verifyAll(o),
     adminRemote: config.adminRemote,
+    adminToken: config.adminToken,
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {

@@ -4,6 +4,7 @@ import { RegistryError, toErrorBody } from '../oci/errors.ts';
 import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } from '../oci/headers.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import { createTokenHandler } from './token-route.ts';
@@ -12,10 +13,7 @@ export type AppServices = RegistryServices & {
   metrics: Metrics;
   log: Logger;
   isReady: () => boolean;
-  /** Re-hash the cache (admin endpoint). */
-  verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
-  adminRemote: boolean;
-};
+} & AdminServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -60,13 +58,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
 
   // Admin: loopback only unless configured otherwise (it can delete cache entries and takes I/O).
-  app.post('/admin/verify', async (c) => {
-    const remote = c.env.incoming.socket.remoteAddress ?? '';
-    if (!svc.adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
-      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
-    }
-    return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
-  });
+  app.route('/admin', createAdminRoutes(svc));
 
   const token = createTokenHandler(svc);
   app.get('/token', token);
