@@ -151,6 +151,7 @@ export async function listen(services: Services): Promise<Gantry> {
       defaultUpstream: config.defaultUpstream,
       importTar: (body, target, label) => importStream(body, cache, config.cacheDir, target, label),
     },
+    adminToken: config.adminToken,
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {

@@ -52,7 +52,7 @@ export const exportCommand: CliCommand = {
       await claim(temp, output);
       if (options['fetch'] === true) await fetchThrough(url, refs, platforms, (s) => io.err(`${s}\n`));
       const summary = (options['fetch'] === true || (await indexIsLocked(config)))
-        ? await throughServer(url, refs, platforms, temp, progress)
+        ? await throughServer(url, refs, platforms, temp, progress, config.adminToken)
         : await fromStoppedCache(config, refs, platforms, temp, progress);
       await rename(temp, output);
       progress.stop();
@@ -106,8 +106,8 @@ async function fromStoppedCache(config: Config, refs: readonly string[], platfor
   }
 }
 
-async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress): Promise<undefined> {
-  await exportThrough(url, refs, platforms, temp, progress);
+async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress, adminToken: string | undefined): Promise<undefined> {
+  await exportThrough(url, refs, platforms, temp, progress, adminToken);
   return undefined;
 }
 

@@ -40,7 +40,7 @@ export const importCommand: CliCommand = {
     }
     try {
       const summaries = (await cacheLocked(config))
-        ? await throughServer(paths, target, serverUrl(config, options), io)
+        ? await throughServer(paths, target, serverUrl(config, options), io, config.adminToken)
         : await offline(config, paths, target, io);
       io.out(formatSummary(summaries));
       return 0;
@@ -106,10 +106,10 @@ async function offline(config: Config, paths: readonly string[], target: ImportT
   }
 }
 
-async function throughServer(paths: readonly string[], target: ImportTarget, url: string, io: Io): Promise<ImportSummary[]> {
+async function throughServer(paths: readonly string[], target: ImportTarget, url: string, io: Io, adminToken: string | undefined): Promise<ImportSummary[]> {
   io.err(`gantry import: the cache is in use; importing through the running Gantry at ${url}\n`);
   const out: ImportSummary[] = [];
-  for (const p of paths) out.push(await withProgress(p, io, (progress) => importThroughServer(p, target, url, progress)));
+  for (const p of paths) out.push(await withProgress(p, io, (progress) => importThroughServer(p, target, url, progress, adminToken)));
   return out;
 }
 

@@ -1,4 +1,5 @@
 import { bool, int, listen, oneOf, path, size, text, url } from './kinds.ts';
+import { secret } from './secrets.ts';
 import { defaultsOf, type Setting, type ValuesOf } from './setting.ts';
 import { parseUpstreamList, type UpstreamConfig } from './upstream-config.ts';
 
@@ -48,6 +49,7 @@ export const SETTINGS = {
     docDefault: '`0` (no limit)',
   }),
   adminRemote: bool({ default: false, help: 'serve `/admin/*` (cache verification) to non-loopback clients too' }),
+  adminToken: secret('adminToken', { help: '`/admin/*` then also needs `Authorization: Bearer <token>`; never logged', docDefault: 'none' }),
   upstreams,
   defaultUpstream: text({ default: DOCKER_HUB_HOST, lowercase: true, expected: 'a host name', typeName: 'upstream host', help: 'upstream for requests that name none', docDefault: 'first upstream' }),
   auth: {

@@ -4,22 +4,20 @@ import { RegistryError, toErrorBody } from '../oci/errors.ts';
 import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } from '../oci/headers.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
-import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
-import { registerImportRoute, type ImportServices } from './import-route.ts';
+import type { ExportRouteServices } from './export-route.ts';
+import type { ImportServices } from './import-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
-export type AppServices = RegistryServices & ExportRouteServices & {
+export type AppServices = RegistryServices & {
   metrics: Metrics;
   log: Logger;
   isReady: () => boolean;
-  /** Re-hash the cache (admin endpoint). */
-  verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
-  adminRemote: boolean;
   /** POST /admin/import (gantry import while serving); absent: no such route. */
-  imports?: Omit<ImportServices, 'adminRemote'>;
-};
+  imports?: ImportServices;
+} & AdminServices & ExportRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -63,16 +61,8 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
   app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
 
-  // Admin: loopback only unless configured otherwise (it can delete cache entries and takes I/O).
-  app.post('/admin/verify', async (c) => {
-    const remote = c.env.incoming.socket.remoteAddress ?? '';
-    if (!svc.adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
-      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
-    }
-    return c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' }));
-  });
-  registerExportRoute(app, svc);
-  if (svc.imports) registerImportRoute(app, { adminRemote: svc.adminRemote, ...svc.imports });
+  // Admin: one guard for every /admin route (loopback unless adminRemote, then the admin token).
+  app.route('/admin', createAdminRoutes(svc));
 
   const token = createTokenHandler(svc);
   app.get('/token', token);

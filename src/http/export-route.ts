@@ -1,4 +1,4 @@
-import type { Context, Hono } from 'hono';
+import type { Hono } from 'hono';
 import { PassThrough, Readable } from 'node:stream';
 import type { Config } from '../config/config.ts';
 import { RegistryError } from '../oci/errors.ts';
@@ -11,7 +11,6 @@ import type { AppEnv } from './app-env.ts';
 export type ExportRouteServices = {
   /** The cache and upstream names `GET /admin/export` reads; absent, the route is not served. */
   exportSource?: { cache: ContentCache; config: Pick<Config, 'upstreams' | 'defaultUpstream'> };
-  adminRemote: boolean;
 };
 
 /**
@@ -23,8 +22,8 @@ export type ExportRouteServices = {
 export function registerExportRoute(app: Hono<AppEnv>, svc: ExportRouteServices): void {
   const source = svc.exportSource;
   if (!source) return;
-  app.get('/admin/export', async (c) => {
-    requireLoopback(c, svc.adminRemote);
+  // Mounted on the admin sub-app: its guard (loopback, admin token) has run.
+  app.get('/export', async (c) => {
     const refs = c.req.queries('ref') ?? [];
     if (refs.length === 0) throw new RegistryError('NAME_INVALID', { status: 400, message: 'export: give at least one ref= parameter' });
     const plan = await planOrReject(refs, platformsOf(c.req.queries('platform') ?? []), source);
@@ -35,13 +34,6 @@ export function registerExportRoute(app: Hono<AppEnv>, svc: ExportRouteServices)
     });
     return new Response(Readable.toWeb(body) as ReadableStream, { headers: { 'Content-Type': 'application/x-tar', [EXPORT_BYTES_HEADER]: String(summaryOf(plan).bytes) } });
   });
-}
-
-function requireLoopback(c: Context<AppEnv>, adminRemote: boolean): void {
-  const remote = c.env.incoming.socket.remoteAddress ?? '';
-  if (!adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
-    throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
-  }
 }
 
 function platformsOf(raw: readonly string[]): Platform[] {

@@ -6,7 +6,6 @@ import type { ImportSummary, ImportTarget } from '../transfer/import.ts';
 import type { AppEnv } from './app-env.ts';
 
 export type ImportServices = {
-  adminRemote: boolean;
   /** The configured upstream hosts and the default one: imports land only under those. */
   upstreamHosts: () => string[];
   defaultUpstream: string;
@@ -16,15 +15,12 @@ export type ImportServices = {
 
 /**
  * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL` with a tar as the body: what
- * `gantry import` does while this Gantry holds the cache. Loopback only, like /admin/verify.
+ * `gantry import` does while this Gantry holds the cache; behind the admin guard.
  * Bad input is a 400 with an OCI error body whose message names the archive and entry.
  */
 export function registerImportRoute(app: Hono<AppEnv>, svc: ImportServices): void {
-  app.post('/admin/import', async (c) => {
-    const remote = c.env.incoming.socket.remoteAddress ?? '';
-    if (!svc.adminRemote && !/^(127\.|::1$|::ffff:127\.)/.test(remote)) {
-      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
-    }
+  // Mounted on the admin sub-app: its guard (loopback, admin token) has run.
+  app.post('/import', async (c) => {
     const target = targetOf(c, svc);
     const body = c.req.raw.body;
     if (!body) throw badRequest('the request has no body: send the archive as a tar');

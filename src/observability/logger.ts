@@ -16,7 +16,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         paths: [
           'authorization', '*.authorization', '*.*.authorization',
           'password', '*.password', '*.*.password',
-          'token', '*.token', 'headers.cookie',
+          'token', '*.token', 'headers.cookie', 'adminToken', '*.adminToken',
         ],
         censor: '[redacted]',
       },

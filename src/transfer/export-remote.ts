@@ -38,9 +38,9 @@ export async function fetchThrough(url: string, refs: readonly string[], platfor
 }
 
 /** GET `/admin/export` of the running Gantry into `file`; its error body's message becomes the error. */
-export async function exportThrough(url: string, refs: readonly string[], platforms: readonly Platform[], file: string, progress: { start(total: number): void; add(n: number): void }): Promise<void> {
+export async function exportThrough(url: string, refs: readonly string[], platforms: readonly Platform[], file: string, progress: { start(total: number): void; add(n: number): void }, adminToken?: string): Promise<void> {
   const q = new URLSearchParams([...refs.map((r): [string, string] => ['ref', r]), ...platforms.map((p): [string, string] => ['platform', formatPlatform(p)])]);
-  const res = await call(`${url}/admin/export?${q.toString()}`, 'export');
+  const res = await call(`${url}/admin/export?${q.toString()}`, 'export', adminHeaders(adminToken));
   if (res.statusCode !== 200) throw new ExportError(await errorMessage(res.body, res.statusCode));
   progress.start(Number(res.headers[EXPORT_BYTES_HEADER.toLowerCase()] ?? 0));
   const count = new Transform({ transform(chunk: Buffer, _enc, cb) { progress.add(chunk.length); cb(null, chunk); } });
@@ -77,4 +77,9 @@ async function errorMessage(body: { text(): Promise<string> }, status: number): 
     // not an OCI error body: the status says enough
   }
   return `HTTP ${status}`;
+}
+
+/** The admin API's bearer token, when the config sets one (`adminToken`). */
+export function adminHeaders(adminToken: string | undefined): Record<string, string> {
+  return adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` };
 }

@@ -1,3 +1,4 @@
+import { adminHeaders } from './export-remote.ts';
 import { createReadStream } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -10,14 +11,14 @@ import type { ImportProgress, ImportSummary, ImportTarget } from './import.ts';
  * Send one archive to a running Gantry's `POST /admin/import`, streamed: a tar file as it is, a
  * layout directory packed into a tar on the fly. Its error answer becomes an ImportError.
  */
-export async function importThroughServer(path: string, target: ImportTarget, baseUrl: string, progress: ImportProgress): Promise<ImportSummary> {
+export async function importThroughServer(path: string, target: ImportTarget, baseUrl: string, progress: ImportProgress, adminToken?: string): Promise<ImportSummary> {
   const body = await bodyOf(path);
   let sent = 0;
   body.on('data', (c: Buffer) => progress({ pass: 1, bytes: (sent += c.length) }));
   const q = new URLSearchParams({ upstream: target.upstream, name: path, ...(target.repository !== undefined ? { repository: target.repository } : {}) });
   let res;
   try {
-    res = await request(`${baseUrl}/admin/import?${q.toString()}`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar' } });
+    res = await request(`${baseUrl}/admin/import?${q.toString()}`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar', ...adminHeaders(adminToken) } });
   } catch (err) {
     throw new ImportError(path, undefined, `cannot reach the running Gantry at ${baseUrl} (${(err as Error).message})`);
   }

@@ -1,0 +1,56 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { Hono, type MiddlewareHandler } from 'hono';
+import { RegistryError } from '../oci/errors.ts';
+import type { AppEnv } from './app-env.ts';
+import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
+import { registerImportRoute, type ImportServices } from './import-route.ts';
+
+export type AdminServices = {
+  /** Re-hash the cache. */
+  verifyCache: (opts: { remove: boolean }) => Promise<unknown>;
+  adminRemote: boolean;
+  /** When set, every admin request needs `Authorization: Bearer <token>`. */
+  adminToken: string | undefined;
+};
+
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+/**
+ * The admin API, mounted at `/admin`. One guard covers every route registered here, so a new
+ * admin endpoint is one line in `createAdminRoutes` and can't forget the checks.
+ */
+export function createAdminRoutes(svc: AdminServices & ExportRouteServices & { imports?: ImportServices | undefined }): Hono<AppEnv> {
+  const admin = new Hono<AppEnv>();
+  admin.use('*', adminGuard(svc));
+  admin.post('/verify', async (c) => c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' })));
+  registerExportRoute(admin, svc);
+  if (svc.imports) registerImportRoute(admin, svc.imports);
+  return admin;
+}
+
+/** Loopback (or adminRemote), then the bearer token if one is configured; logs every request without it. */
+export function adminGuard(svc: Pick<AdminServices, 'adminRemote' | 'adminToken'>): MiddlewareHandler<AppEnv> {
+  const expected = svc.adminToken === undefined ? undefined : digestOf(svc.adminToken);
+  return async (c, next) => {
+    const remote = c.env.incoming.socket.remoteAddress ?? '';
+    const out = c.env.outgoing;
+    out.once('close', () => c.get('log')().info({ admin: true, method: c.req.method, path: c.req.path, status: out.statusCode, remote }, 'admin request'));
+    if (!svc.adminRemote && !LOOPBACK.test(remote)) {
+      throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
+    }
+    if (expected !== undefined && !tokenMatches(c.req.header('authorization'), expected)) {
+      throw new RegistryError('UNAUTHORIZED', { message: 'admin endpoints need Authorization: Bearer <adminToken>', headers: { 'WWW-Authenticate': 'Bearer realm="gantry-admin"' } });
+    }
+    await next();
+  };
+}
+
+/** Compare hashes so the comparison takes the same time whatever the token's length. */
+function tokenMatches(header: string | undefined, expected: Buffer): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return timingSafeEqual(digestOf(m?.[1] ?? ''), expected) && m !== null;
+}
+
+function digestOf(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
