@@ -191,26 +191,31 @@ describe('kill -9 during fills, the upstream lost and back, then fuzz and real p
     const fractions = [0.2, 0.5, 0.8];
     for (let round = 0; round < KILL_ROUNDS; round++) {
       const g = await startGantryProcess(env);
-      assert.deepEqual(await readdir(join(cacheDir, 'tmp')).catch(() => []), [], 'temp files removed at start-up');
-      fwd.reset();
-      const pulls = Array.from({ length: CLIENTS }, () =>
-        request(`${g.url}/v2/site/big/blobs/${bigDigest}`).then((r) => r.body.arrayBuffer()).catch(() => undefined),
-      );
-      // Kill when the one upstream download has really got that far.
-      const want = (fractions[round] ?? 0.5) * bigLayer.length;
-      const deadline = Date.now() + 30_000;
+      // Killed whatever happens below: a process left running would keep the test runner waiting.
       let inProgress = false;
-      while (Date.now() < deadline) {
-        const fill = fwd.requests.find((r) => r.method === 'GET' && r.path.includes(bigDigest));
-        if (fill && fill.bytes >= want && !fill.done) {
-          inProgress = true;
-          break;
+      const want = (fractions[round] ?? 0.5) * bigLayer.length;
+      const pulls: Array<Promise<unknown>> = [];
+      try {
+        assert.deepEqual(await readdir(join(cacheDir, 'tmp')).catch(() => []), [], 'temp files removed at start-up');
+        fwd.reset();
+        for (let c = 0; c < CLIENTS; c++) {
+          pulls.push(request(`${g.url}/v2/site/big/blobs/${bigDigest}`).then((r) => r.body.arrayBuffer()).catch(() => undefined));
         }
-        if (fill?.done) break;
-        await sleep(5);
+        // Kill when the one upstream download has really got that far.
+        const deadline = Date.now() + 30_000;
+        while (Date.now() < deadline) {
+          const fill = fwd.requests.find((r) => r.method === 'GET' && r.path.includes(bigDigest));
+          if (fill && fill.bytes >= want && !fill.done) {
+            inProgress = true;
+            break;
+          }
+          if (fill?.done) break;
+          await sleep(5);
+        }
+      } finally {
+        await g.kill('SIGKILL');
       }
       assert.ok(inProgress, `round ${round}: the fill was in progress past ${Math.round(want / MiB)} MiB when killed`);
-      await g.kill('SIGKILL');
       await Promise.all(pulls);
       assert.equal(fwd.count({ method: 'GET', pathIncludes: bigDigest }), 1, `round ${round}: ${CLIENTS} clients, one upstream download`);
     }
