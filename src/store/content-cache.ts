@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobStore, BlobWriter, ByteRange } from './blob-store-api.ts';
 import { readFully, type ChunkSource } from './chunk-source.ts';
-import { tagKey, type ContentEntry, type IndexStore, type PinRecord, type TagEntry } from './index-store.ts';
+import { tagKey, type ContentEntry, type IndexStore, type PinRecord, type RecordSpace, type RecordStore, type TagEntry } from './index-store.ts';
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
@@ -395,6 +395,11 @@ export class ContentCache {
       const present = p.digests.map((d) => this.lru.peek(d)).filter((e): e is ContentEntry => e !== undefined);
       return { ...p, cachedDigests: present.length, bytes: present.reduce((n, e) => n + e.size, 0) };
     });
+  }
+
+  /** State other modules keep beside the index (prefetch jobs), in the same database and lock. */
+  records(space: RecordSpace): RecordStore {
+    return this.index.records(space);
   }
 
   isPinned(digest: Digest): boolean {

@@ -27,6 +27,21 @@ export type PinRecord = { upstream: string; repo: string; reference: string; dig
 
 type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 
+/**
+ * Key spaces for state that lives beside the cache index and must survive restarts, owned by
+ * modules other than the cache (prefetch jobs). Values are JSON; their owner validates them.
+ */
+export type RecordSpace = 'prefetch-jobs';
+
+/** One record space of the index: JSON values by string key. */
+export type RecordStore = {
+  put(key: string, value: unknown): Promise<void>;
+  delete(key: string): Promise<void>;
+  all(): AsyncIterable<[string, unknown]>;
+};
+
+const RECORD_SUBLEVELS: Record<RecordSpace, string> = { 'prefetch-jobs': 'j' };
+
 /** What the cache index keeps: content entries by digest, tags by upstream + repository + tag. */
 export interface IndexStore {
   open(): Promise<void>;
@@ -41,6 +56,7 @@ export interface IndexStore {
   putPin(pin: PinRecord): Promise<void>;
   deletePin(upstream: string, repo: string, reference: string): Promise<void>;
   allPins(): AsyncIterable<PinRecord>;
+  records(space: RecordSpace): RecordStore;
 }
 
 /** One key per (upstream, repository, tag). NUL cannot appear in a host, a repository name or a tag. */
@@ -108,5 +124,18 @@ export class LevelIndexStore implements IndexStore {
 
   async *allPins(): AsyncGenerator<PinRecord> {
     for await (const v of this.pins.values()) yield v as PinRecord;
+  }
+
+  records(space: RecordSpace): RecordStore {
+    const sub = this.db.sublevel<string, unknown>(RECORD_SUBLEVELS[space], { valueEncoding: 'json' }) as Sub;
+    return {
+      put: async (key, value) => {
+        await sub.put(key, value);
+      },
+      delete: async (key) => {
+        await sub.del(key);
+      },
+      all: () => sub.iterator() as AsyncIterable<[string, unknown]>,
+    };
   }
 }
