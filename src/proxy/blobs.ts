@@ -8,6 +8,7 @@ import type { BlobWriter, ByteRange } from '../store/blob-store-api.ts';
 import { iterableSource, onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import type { BlobResponse } from '../upstream/registry-api.ts';
+import type { TransferPriority } from '../upstream/rate-limiter.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
 import type { AccessGuard, AccessProbe } from './access-guard.ts';
 import { Fill } from './fill.ts';
@@ -42,10 +43,25 @@ export type RangeParser = (header: string | undefined, size: number) => ByteRang
 
 const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 
+/**
+ * A fill in flight. `priority` is what its upstream transfer asks the bandwidth limiters for: a
+ * prefetch starts it as `background`, and the first client that joins makes it `client`.
+ */
+type Running = { fill: Fill; restricted: boolean; priority: TransferPriority };
 /** A fill that started, or the upstream answer to stream through because the cache could not take it. */
-type Started = { fill: Fill; restricted: boolean } | { bypass: BlobResponse };
+type Started = Running | { bypass: BlobResponse };
 /** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
-type Inflight = { fill: Fill; restricted: boolean } | undefined;
+type Inflight = Running | undefined;
+
+/** A blob being made cached without a client to serve (prefetch): how far along it is, and when it is done. */
+export type Warming = {
+  result: Exclude<CacheResult, 'bypass' | 'stale' | 'revalidated'>;
+  size: number | undefined;
+  /** Bytes on disk so far. */
+  written(): number;
+  /** Settles when the blob is committed; rejects with the fill's error if it failed. */
+  done: Promise<void>;
+};
 
 export type PullThroughBlobsOptions = {
   cache: ContentCache;
@@ -90,18 +106,56 @@ export class PullThroughBlobs {
     return this.lead(req, rangeHeader, parseRange);
   }
 
+  /**
+   * Make a blob cached without serving it (prefetch): nothing to do if it is, else ride along on
+   * the fill in flight, else start one at background priority. It is the same coalesced fill a
+   * client's miss would start or join, so a blob is never fetched twice.
+   */
+  async warm(req: BlobRequest): Promise<Warming> {
+    const cached = this.opts.cache.peek(req.digest);
+    if (cached) {
+      if (cached.restricted) await this.checkRestricted(req);
+      return { result: 'hit', size: cached.size, written: () => cached.size, done: Promise.resolve() };
+    }
+    const pending = this.inflight.get(req.digest);
+    let started: Started | Inflight;
+    if (pending) {
+      started = await pending;
+      if (started?.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
+    } else {
+      const raced = this.opts.cache.peek(req.digest);
+      if (raced) return { result: 'hit', size: raced.size, written: () => raced.size, done: Promise.resolve() };
+      if (Date.now() < this.diskTroubleUntil) throw cacheUnwritable();
+      started = await this.share(req, 'background');
+    }
+    if (!started || 'bypass' in started) {
+      started?.bypass.body.destroy();
+      throw cacheUnwritable();
+    }
+    const fill = started.fill;
+    const done = fill.done.then(() => {
+      if (fill.state !== 'committed') throw fill.error ?? new Error('fill failed');
+    });
+    return { result: pending ? 'coalesced' : 'miss', size: fill.expectedSize, written: () => fill.written, done };
+  }
+
   /** Start the fill; only this request may stream the leader's own upstream answer if the cache can't take it. */
   private async lead(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
-    const started = this.startFill(req);
+    const s = await this.share(req, 'client');
+    if ('bypass' in s) return this.streamThrough(req, s.bypass);
+    return this.fromFill(s.fill, 'miss', rangeHeader, parseRange);
+  }
+
+  /** Start a fill and publish it in the in-flight map for joiners, until it ends. */
+  private share(req: BlobRequest, priority: TransferPriority): Promise<Started> {
+    const started = this.startFill(req, priority);
     const shared = started.then((s): Inflight => ('fill' in s ? s : undefined));
     this.inflight.set(req.digest, shared);
     const forget = (): void => {
       if (this.inflight.get(req.digest) === shared) this.inflight.delete(req.digest);
     };
     void shared.then((s) => s ?? forget(), forget);
-    const s = await started;
-    if ('bypass' in s) return this.streamThrough(req, s.bypass);
-    return this.fromFill(s.fill, 'miss', rangeHeader, parseRange);
+    return started;
   }
 
   /** Ride along on a fill in progress: its error is ours; if it was bypassed, fetch a verified stream of our own. */
@@ -110,6 +164,8 @@ export class PullThroughBlobs {
     if (!started) return this.streamThrough(req, await this.fetch(req, undefined));
     // Never let a request ride along on a download made with someone else's credential unchecked.
     if (started.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
+    // A client now waits on it: a prefetch's fill goes on at client priority.
+    started.priority = 'client';
     return this.fromFill(started.fill, 'coalesced', rangeHeader, parseRange);
   }
 
@@ -181,7 +237,7 @@ export class PullThroughBlobs {
     return { size: res.size, result: 'bypass', range: undefined, body: iterableSource(body), stored: false };
   }
 
-  private async startFill(req: BlobRequest): Promise<Started> {
+  private async startFill(req: BlobRequest, priority: TransferPriority): Promise<Started> {
     const release = await this.fillSlots.acquire();
     let handedOver = false;
     try {
@@ -210,7 +266,8 @@ export class PullThroughBlobs {
         maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc(),
       });
       handedOver = true;
-      const paced = req.upstream.throttle(body, () => 'client');
+      const running: Running = { fill, restricted, priority };
+      const paced = req.upstream.throttle(body, () => running.priority);
       void fill.run(countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
@@ -225,7 +282,7 @@ export class PullThroughBlobs {
           if (outcome === 'write_error') this.diskTrouble(fill.error);
         }
       });
-      return { fill, restricted };
+      return running;
     } finally {
       if (!handedOver) release();
     }
@@ -260,6 +317,10 @@ function withResult(result: CacheResult, rangeHeader: string | undefined, parseR
     if (!(err instanceof RegistryError)) throw err;
     throw new RegistryError(err.code, { status: err.status, message: err.message, detail: err.detail, headers: { ...err.headers, [X_CACHE]: result.toUpperCase() }, cause: err.cause });
   }
+}
+
+function cacheUnwritable(): RegistryError {
+  return new RegistryError('UNAVAILABLE', { message: 'the cache cannot take writes right now (see the log); nothing was fetched' });
 }
 
 function probe(req: BlobRequest): AccessProbe {

@@ -3,13 +3,17 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { digestOf, type Digest } from '../../../src/oci/digest.ts';
 import { RegistryError } from '../../../src/oci/errors.ts';
 import { AccessGuard } from '../../../src/proxy/access-guard.ts';
 import { PullThroughBlobs, type BlobRequest } from '../../../src/proxy/blobs.ts';
+import { FillError } from '../../../src/proxy/fill.ts';
 import { parseRepositoryName } from '../../../src/oci/reference.ts';
 import { parseRange } from '../../../src/http/range.ts';
 import type { BlobStore } from '../../../src/store/blob-store-api.ts';
+import type { UpstreamConfig } from '../../../src/config/config.ts';
 import { mockUpstream, readBody, silent, tempCache, type MockedUpstream, type TempCache } from '../support.ts';
 
 
@@ -20,8 +24,8 @@ afterEach(async () => {
   await tc.close();
 });
 
-async function setup(wrap?: (s: BlobStore) => BlobStore): Promise<PullThroughBlobs> {
-  up = mockUpstream();
+async function setup(wrap?: (s: BlobStore) => BlobStore, upstream: Partial<UpstreamConfig> = {}): Promise<PullThroughBlobs> {
+  up = mockUpstream(upstream);
   tc = await tempCache(wrap);
   return new PullThroughBlobs({
     cache: tc.cache,
@@ -147,6 +151,81 @@ describe('PullThroughBlobs.head', () => {
     const d = digestOf(Buffer.from('head me'));
     up.pool.intercept({ path: `/v2/team/app/blobs/${d}`, method: 'HEAD' }).reply(200, '', { headers: { 'content-length': '7' } });
     assert.deepEqual(await blobs.head(req(d)), { size: 7, result: 'miss' });
+    assert.equal(tc.cache.peek(d), undefined);
+  });
+});
+
+describe('PullThroughBlobs.warm (prefetch)', () => {
+  test('a miss is filled once without a client; the blob is then a hit for clients and for a second warm', async () => {
+    const blobs = await setup();
+    const bytes = randomBytes(200_000);
+    serveBlob(bytes);
+    const warming = await blobs.warm(req(digestOf(bytes)));
+    assert.equal(warming.result, 'miss');
+    assert.equal(warming.size, bytes.length);
+    await warming.done;
+    assert.equal(warming.written(), bytes.length);
+    const again = await blobs.warm(req(digestOf(bytes)));
+    assert.equal(again.result, 'hit');
+    const served = await blobs.open(req(digestOf(bytes)), undefined, parseRange);
+    assert.equal(served.result, 'hit');
+    assert.ok((await readBody(served.body)).equals(bytes));
+    up.agent.assertNoPendingInterceptors(); // the one interceptor answers once: one GET in all
+  });
+
+  test('a client joining a prefetch fill rides on it (one GET), and the transfer goes on at client priority', async () => {
+    // A real loopback server, sending 16 KiB chunks: 400 KB at 200 KB/s waits on the limiter throughout.
+    const bytes = randomBytes(400_000);
+    let gets = 0;
+    const server = createServer((rq, res) => {
+      gets += 1;
+      res.writeHead(200, { 'content-length': String(bytes.length) });
+      let off = 0;
+      const next = (): void => {
+        if (off >= bytes.length || res.destroyed) return void res.end();
+        res.write(bytes.subarray(off, (off += 16 * 1024)), () => setTimeout(next, 2));
+      };
+      next();
+      rq.resume();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const origin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const blobs = await setup(undefined, { url: `http://${origin}`, maxBytesPerSecond: 200_000 });
+      up.agent.enableNetConnect(origin);
+      const warming = await blobs.warm(req(digestOf(bytes)));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(warming.written() < bytes.length, 'the client comes while the prefetch fill is still running');
+      const client = await blobs.open(req(digestOf(bytes)), undefined, parseRange);
+      assert.equal(client.result, 'coalesced');
+      assert.ok((await readBody(client.body)).equals(bytes));
+      await warming.done;
+      const waited = await up.metrics.registry.getSingleMetric('gantry_upstream_throttled_seconds_total')?.get();
+      const byPriority = new Map(waited?.values.map((v) => [v.labels['priority'], v.value]));
+      assert.ok((byPriority.get('background') ?? 0) > 0, 'the prefetch waited at background priority before the client came');
+      assert.ok((byPriority.get('client') ?? 0) > 0, 'and at client priority after');
+      assert.equal(gets, 1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('an upstream 404 rejects the warm, and nothing is cached', async () => {
+    const blobs = await setup();
+    const d = digestOf(Buffer.from('not there'));
+    up.pool.intercept({ path: `/v2/team/app/blobs/${d}`, method: 'GET' }).reply(404, '');
+    await assert.rejects(blobs.warm(req(d)), (err: unknown) => err instanceof RegistryError && err.code === 'BLOB_UNKNOWN');
+    assert.equal(tc.cache.peek(d), undefined);
+  });
+
+  test('bytes that do not match the digest: done rejects, nothing cached', async () => {
+    const blobs = await setup();
+    const d = digestOf(Buffer.from('expected'));
+    const wrong = Buffer.from('something else entirely');
+    up.pool.intercept({ path: `/v2/team/app/blobs/${d}`, method: 'GET' }).reply(200, wrong, { headers: { 'content-length': String(wrong.length) } });
+    const warming = await blobs.warm(req(d));
+    await assert.rejects(warming.done, (err: unknown) => err instanceof FillError && err.outcome === 'digest_mismatch');
     assert.equal(tc.cache.peek(d), undefined);
   });
 });
