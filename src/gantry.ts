@@ -14,6 +14,7 @@ import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { importStream } from './transfer/import-stream.ts';
+import { PrefetchJobs } from './prefetch/jobs.ts';
 import { createLimiter, UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
 import { GantryTokens } from './auth/gantry-tokens.ts';
@@ -35,6 +36,8 @@ export type Services = {
   listings: PassthroughListings;
   tokens: GantryTokens;
   htpasswd: Htpasswd | undefined;
+  /** Prefetch jobs, loaded from the index; they run once listen() starts them. */
+  prefetch: PrefetchJobs;
   /** Aborts background work (fills) at once; close() does it too. */
   abort(): void;
   /** Aborts background work, then closes the upstream connections and the index. Idempotent. */
@@ -116,14 +119,21 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
+  const prefetch = new PrefetchJobs({ manifests, blobs, cache, store: cache.records('prefetch-jobs'), resolve: (ref) => upstreams.forImage(ref), metrics, log });
+  await prefetch.load();
 
   let closing: Promise<void> | undefined;
-  const abort = (): void => shutdown.abort();
+  const abort = (): void => {
+    // Prefetch first: the fills the shutdown cuts must read as interrupted, not failed.
+    void prefetch.close();
+    shutdown.abort();
+  };
   return {
-    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, abort,
+    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, prefetch, abort,
     close() {
       closing ??= (async () => {
         abort();
+        await prefetch.close();
         await upstreams.close();
         await cache.close();
       })();
@@ -152,6 +162,7 @@ export async function listen(services: Services): Promise<Gantry> {
       importTar: (body, target, label) => importStream(body, cache, config.cacheDir, target, label),
     },
     adminToken: config.adminToken,
+    prefetch: services.prefetch,
   });
 
   const server = await new Promise<ServerType>((resolveServer, reject) => {
@@ -170,6 +181,7 @@ export async function listen(services: Services): Promise<Gantry> {
   server.setTimeout(config.clientIdleTimeoutMs);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  services.prefetch.start();
   log.info({ listen: `${host}:${addr.port}`, cacheDir: resolve(config.cacheDir), upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) }, 'gantry listening');
 
   let closing: Promise<void> | undefined;

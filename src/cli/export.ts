@@ -135,7 +135,8 @@ function hasCode(err: unknown, code: string): boolean {
   return false;
 }
 
-function urlOf(config: Config): string {
+/** The running Gantry the config describes (its `listen` address, a wildcard as loopback). */
+export function urlOf(config: Config): string {
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host === '::' ? '[::1]' : config.listen.host;
   return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${config.listen.port}`;
 }

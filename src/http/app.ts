@@ -8,6 +8,7 @@ import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
 import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import type { ExportRouteServices } from './export-route.ts';
+import type { PrefetchService } from './prefetch-route.ts';
 import type { ImportServices } from './import-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
@@ -17,6 +18,8 @@ export type AppServices = RegistryServices & {
   isReady: () => boolean;
   /** POST /admin/import (gantry import while serving); absent: no such route. */
   imports?: ImportServices;
+  /** /admin/prefetch (gantry prefetch); absent: no such routes. */
+  prefetch?: PrefetchService;
 } & AdminServices & ExportRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;

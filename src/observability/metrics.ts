@@ -117,6 +117,13 @@ export function createMetrics(registry = new Registry()) {
     }),
     pinnedBytes: new Gauge({ name: 'gantry_pinned_bytes', help: 'Bytes of cached content that a pin keeps out of eviction', registers: [registry] }),
     pinnedImages: new Gauge({ name: 'gantry_pinned_images', help: 'Pinned images (references kept out of eviction)', registers: [registry] }),
+    prefetchImages: new Counter({
+      name: 'gantry_prefetch_images_total',
+      help: 'Images of prefetch jobs that ended, by outcome (done, failed, interrupted by a shutdown)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    prefetchQueuedJobs: new Gauge({ name: 'gantry_prefetch_queued_jobs', help: 'Prefetch jobs queued or running', registers: [registry] }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
   };

@@ -1,5 +1,6 @@
 import { DOCKER_HUB_HOST, type Config } from '../config/config.ts';
 import { RegistryError } from '../oci/errors.ts';
+import type { ImageRef } from '../oci/image-ref.ts';
 import { parseRepositoryName, type RepositoryName } from '../oci/reference.ts';
 import type { UpstreamClient } from './client.ts';
 import { compileRepoPatterns } from './repo-patterns.ts';
@@ -58,6 +59,16 @@ export class Upstreams {
 
   byName(host: string): UpstreamClient | undefined {
     return this.byHost.get(host)?.client;
+  }
+
+  /**
+   * The target an image reference names (`ghcr.io/org/app`, `nginx`): its registry when that is a
+   * configured upstream, the default upstream for a Docker Hub name; anything else is NAME_UNKNOWN.
+   */
+  forImage(ref: ImageRef): ResolvedTarget {
+    if (this.byHost.has(ref.registry)) return this.resolve(ref.repository, { ns: ref.registry });
+    if (ref.registry === DOCKER_HUB_HOST) return this.resolve(ref.repository);
+    throw new RegistryError('NAME_UNKNOWN', { message: `no upstream is configured for ${ref.registry}`, detail: { registry: ref.registry } });
   }
 
   /** `rawName` is the still-unvalidated name from the URL path. */

@@ -1,0 +1,238 @@
+// gantry prefetch against a real docker-registry and real Gantry processes: only the requested
+// platforms are fetched (counted at a forwarder in front of the registry), prefetch and client
+// pulls share one upstream GET per blob, a job survives kill -9 and resumes, bad input is a 400.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { request } from 'undici';
+import { MANIFEST_ACCEPT, buildImage, buildIndex, pushImage, randomBlob, type BuiltImage, type BuiltIndex } from '../fixtures/images.ts';
+import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
+import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
+import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+
+const execFileP = promisify(execFile);
+
+const multi = buildIndex({ format: 'oci', seed: 'prefetch-multi', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }] });
+const small = buildImage({ format: 'docker', seed: 'prefetch-small' });
+/** Two 3 MiB layers: behind a 2 MiB/s forwarder, a fill takes long enough to join or to kill. */
+const big = buildImage({ format: 'oci', seed: 'prefetch-big', layers: [gzipSync(randomBlob(3 << 20, 'pf-1').bytes, { level: 0 }), gzipSync(randomBlob(3 << 20, 'pf-2').bytes, { level: 0 })] });
+
+type Job = { id: string; state: string; images: Array<{ ref: string; digest?: string; state: string; blobs: number; blobsDone: number; bytes: number; bytesDone: number; error?: string }> };
+
+let registry: UpstreamRegistry;
+let fwd: CountingForwarder;
+let slow: CountingForwarder;
+let tmp: string;
+const running = new Set<GantryProcess>();
+
+before(async () => {
+  tmp = await mkdtemp(path.join(tmpdir(), 'prefetch-test-'));
+  registry = await startUpstreamRegistry({ storage: 'inmemory' });
+  fwd = await startCountingForwarder({ target: registry.url });
+  slow = await startCountingForwarder({ target: registry.url, bytesPerSecond: 2 << 20 });
+  await pushImage(registry.url, 'fx/multi', 'v1', multi);
+  await pushImage(registry.url, 'fx/small', 'v1', small);
+  await pushImage(registry.url, 'fx/big', 'v1', big);
+});
+
+after(async () => {
+  for (const g of running) await g.kill('SIGKILL');
+  await fwd?.stop();
+  await slow?.stop();
+  await registry?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+async function gantryOn(upstream: CountingForwarder, cacheDir: string, extra: Record<string, string> = {}): Promise<GantryProcess> {
+  const g = await startGantryProcess({ GANTRY_CACHE_DIR: cacheDir, GANTRY_UPSTREAM_URL: upstream.url, ...extra });
+  running.add(g);
+  return g;
+}
+
+async function stop(g: GantryProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  await g.kill(signal);
+  running.delete(g);
+}
+
+/** `bin/gantry prefetch ...`; never throws: the exit code and output are the result. */
+async function gantryPrefetch(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP('bin/gantry', ['prefetch', ...args], { timeout: 60_000, env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LOG_LEVEL: 'warn' } });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: unknown; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+  }
+}
+
+async function api(url: string, method: 'GET' | 'POST', body?: string): Promise<{ status: number; json: unknown }> {
+  const res = await request(url, { method, body: body ?? null, headers: body === undefined ? {} : { 'content-type': 'application/json' }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: text === '' ? undefined : (JSON.parse(text) as unknown) };
+}
+
+async function submit(g: GantryProcess, body: unknown): Promise<Job> {
+  const r = await api(`${g.url}/admin/prefetch`, 'POST', JSON.stringify(body));
+  assert.equal(r.status, 202, JSON.stringify(r.json));
+  return r.json as Job;
+}
+
+async function jobOf(g: GantryProcess, id: string): Promise<Job> {
+  const r = await api(`${g.url}/admin/prefetch/${id}`, 'GET');
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  return r.json as Job;
+}
+
+async function finished(g: GantryProcess, id: string, timeoutMs = 30_000): Promise<Job> {
+  return waitFor(`prefetch job ${id} to finish`, async () => {
+    const job = await jobOf(g, id);
+    return job.state === 'done' || job.state === 'failed' ? job : undefined;
+  }, { timeoutMs, intervalMs: 100 });
+}
+
+async function get(url: string): Promise<Buffer> {
+  const res = await request(url, { headers: { accept: MANIFEST_ACCEPT }, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  assert.equal(res.statusCode, 200, url);
+  return Buffer.from(await res.body.arrayBuffer());
+}
+
+/** A client's pull of one image manifest and its blobs, checking every byte. */
+async function pull(base: string, repo: string, tag: string, image: BuiltImage): Promise<void> {
+  await get(`${base}/v2/${repo}/manifests/${tag}`);
+  for (const b of image.blobs) assert.ok((await get(`${base}/v2/${repo}/blobs/${b.digest}`)).equals(b.bytes), b.digest);
+}
+
+function blobGets(f: CountingForwarder, digest: string): number {
+  return f.count({ method: 'GET', pathIncludes: `/blobs/${digest}` });
+}
+
+function child(index: BuiltIndex, i: number): BuiltImage {
+  const c = index.children[i];
+  assert.ok(c);
+  return c;
+}
+
+test('prefetch --platform linux/amd64 fetches the index, the amd64 manifest and its blobs only; a later amd64 pull costs 0 blob GETs', async () => {
+  const g = await gantryOn(fwd, path.join(tmp, 'platform'));
+  try {
+    fwd.reset();
+    const r = await gantryPrefetch('docker.io/fx/multi:v1', '--platform', 'linux/amd64', '--url', g.url);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`prefetched docker.io/fx/multi:v1 ${multi.manifestDigest}`));
+    const [amd64, arm64] = [child(multi, 0), child(multi, 1)];
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: '/manifests/v1' }), 1);
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: `/manifests/${amd64.manifestDigest}` }), 1);
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: `/manifests/${arm64.manifestDigest}` }), 0, 'no arm64 manifest');
+    for (const b of amd64.blobs) assert.equal(blobGets(fwd, b.digest), 1, `amd64 blob ${b.digest}`);
+    for (const b of arm64.blobs) if (!amd64.blobs.some((a) => a.digest === b.digest)) assert.equal(blobGets(fwd, b.digest), 0, `arm64 blob ${b.digest}`);
+    assert.equal(fwd.count({ pathIncludes: '/blobs/' }), amd64.blobs.length, 'nothing else');
+
+    fwd.reset();
+    await get(`${g.url}/v2/fx/multi/manifests/v1`);
+    await pull(g.url, 'fx/multi', amd64.manifestDigest, amd64);
+    assert.equal(fwd.count({ pathIncludes: '/blobs/' }), 0, 'the amd64 pull is served from the cache');
+  } finally {
+    await stop(g);
+  }
+});
+
+test('a prefetch racing client pulls of the same image costs one upstream GET per blob', async () => {
+  const g = await gantryOn(slow, path.join(tmp, 'race'));
+  try {
+    slow.reset();
+    const job = await submit(g, { images: ['fx/big:v1'] });
+    const pulls = [1, 2, 3].map(() => pull(g.url, 'fx/big', 'v1', big));
+    await Promise.all(pulls);
+    const done = await finished(g, job.id);
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    for (const b of big.blobs) assert.equal(blobGets(slow, b.digest), 1, `blob ${b.digest}`);
+  } finally {
+    await stop(g);
+  }
+});
+
+test('a job survives kill -9: after the restart it resumes, finishes, and its blobs are served without the upstream', async () => {
+  const cacheDir = path.join(tmp, 'restart');
+  let g = await gantryOn(slow, cacheDir);
+  try {
+    const job = await submit(g, { images: ['fx/small:v1', 'fx/big:v1'], pin: true });
+    await waitFor('the big image to be part-way', async () => {
+      const j = await jobOf(g, job.id);
+      const bigImage = j.images[1];
+      return bigImage && bigImage.state === 'running' && bigImage.bytesDone > 0 && bigImage.bytesDone < bigImage.bytes;
+    }, { timeoutMs: 20_000, intervalMs: 50 });
+    await stop(g, 'SIGKILL');
+    g = await gantryOn(slow, cacheDir);
+    const done = await finished(g, job.id);
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    assert.deepEqual(done.images.map((i) => [i.ref, i.state, i.digest]), [
+      ['docker.io/fx/small:v1', 'done', small.manifestDigest],
+      ['docker.io/fx/big:v1', 'done', big.manifestDigest],
+    ]);
+    const big1 = done.images[1];
+    assert.ok(big1);
+    assert.equal(big1.blobsDone, big.blobs.length);
+    assert.equal(big1.bytesDone, big1.bytes);
+    const list = (await api(`${g.url}/admin/prefetch`, 'GET')).json as { jobs: Job[] };
+    assert.deepEqual(list.jobs.map((j) => j.id), [job.id]);
+    const metrics = (await (await request(`${g.url}/metrics`)).body.text());
+    assert.match(metrics, /^gantry_pinned_images 2$/m, 'both images pinned');
+    slow.reset();
+    await pull(g.url, 'fx/big', 'v1', big);
+    assert.equal(slow.count({ pathIncludes: '/blobs/' }), 0);
+  } finally {
+    await stop(g);
+  }
+});
+
+test('bad input: a 400 naming what is wrong, a 404 for an unknown job; the CLI exits 2 or 1 saying why', async () => {
+  const g = await gantryOn(fwd, path.join(tmp, 'bad'));
+  try {
+    const cases: Array<[string, RegExp]> = [
+      ['not json', /not JSON/],
+      ['[]', /JSON object/],
+      ['{}', /images: expected a list/],
+      ['{"images": []}', /at least one image/],
+      ['{"images": ["Bad Ref!"]}', /invalid image reference "Bad Ref!"/],
+      ['{"images": ["ghcr.io/org/app:1"]}', /ghcr\.io\/org\/app:1: no upstream is configured for ghcr\.io/],
+      ['{"images": ["fx/small:v1"], "platform": ["linux/amd64"]}', /unknown field "platform"/],
+      ['{"images": ["fx/small:v1"], "platforms": ["linux"]}', /platform/],
+      ['{"images": ["fx/small:v1"], "pin": "yes"}', /pin: expected true or false/],
+    ];
+    for (const [body, message] of cases) {
+      const r = await api(`${g.url}/admin/prefetch`, 'POST', body);
+      assert.equal(r.status, 400, body);
+      const err = (r.json as { errors: Array<{ code: string; message: string }> }).errors[0];
+      assert.match(err?.message ?? '', message, body);
+    }
+    assert.equal((await api(`${g.url}/admin/prefetch/nope`, 'GET')).status, 404);
+    assert.deepEqual((await api(`${g.url}/admin/prefetch`, 'GET')).json, { jobs: [] }, 'no bad request queued a job');
+
+    const none = await gantryPrefetch('--url', g.url);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /^gantry prefetch: name at least one image/m);
+    const missing = await gantryPrefetch('--file', path.join(tmp, 'no-such-list'), '--url', g.url);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /--file .*no-such-list: ENOENT/);
+    const unreachable = await gantryPrefetch('fx/small:v1', '--url', 'http://127.0.0.1:9');
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /no Gantry answers at http:\/\/127\.0\.0\.1:9/);
+
+    // A list with one image that does not exist: the rest is prefetched, the job fails, exit 1 naming it.
+    const list = path.join(tmp, 'images.txt');
+    await writeFile(list, '# edge site images\nfx/small:v1\n\nfx/missing:v1  # not pushed\n');
+    const r = await gantryPrefetch('--file', list, '--url', g.url);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^prefetched docker\.io\/fx\/small:v1 /m);
+    assert.match(r.stderr, /^failed docker\.io\/fx\/missing:v1: manifest: /m);
+    assert.match(r.stderr, /1 image\(s\) done, 1 failed/);
+  } finally {
+    await stop(g);
+  }
+});

@@ -1,0 +1,57 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isPrefetchJob, jobStateOf, newJob, parsePrefetchRequest, PrefetchInputError, type PrefetchImage } from '../../../src/prefetch/job.ts';
+
+function image(state: PrefetchImage['state']): PrefetchImage {
+  return { ref: 'docker.io/library/a:1', state, blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 };
+}
+
+describe('parsePrefetchRequest', () => {
+  test('normalises references and platforms, drops duplicates, keeps order; pin defaults to false', () => {
+    assert.deepEqual(parsePrefetchRequest({ images: ['nginx', 'ghcr.io/org/app:1.2', 'docker.io/library/nginx:latest'], platforms: ['linux/arm64/v8', 'linux/amd64'] }), {
+      images: ['docker.io/library/nginx:latest', 'ghcr.io/org/app:1.2'],
+      platforms: ['linux/arm64/v8', 'linux/amd64'],
+      pin: false,
+    });
+    assert.equal(parsePrefetchRequest({ images: ['a'], pin: true }).pin, true);
+  });
+
+  test('each bad field is refused with a message naming it', () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [null, /JSON object/],
+      [['a'], /JSON object/],
+      [{}, /^images: expected a list of strings/],
+      [{ images: 'nginx' }, /^images: expected a list/],
+      [{ images: [1] }, /^images: expected a list of strings/],
+      [{ images: [] }, /^images: name at least one image/],
+      [{ images: Array.from({ length: 1001 }, (_, i) => `a${i}`) }, /^images: at most 1000 entries \(got 1001\)/],
+      [{ images: ['UPPER/case'] }, /invalid image reference "UPPER\/case"/],
+      [{ images: ['a'], platforms: ['linux'] }, /linux/],
+      [{ images: ['a'], platforms: 'linux/amd64' }, /^platforms: expected a list/],
+      [{ images: ['a'], pin: 1 }, /^pin: expected true or false/],
+      [{ images: ['a'], platform: ['linux/amd64'] }, /^unknown field "platform"/],
+    ];
+    for (const [body, message] of cases) {
+      assert.throws(() => parsePrefetchRequest(body), (err: unknown) => err instanceof PrefetchInputError && message.test(err.message), JSON.stringify(body)?.slice(0, 80));
+    }
+  });
+});
+
+describe('job state', () => {
+  test('queued until an image starts; running while any is left; then done, or failed if any failed', () => {
+    assert.equal(jobStateOf([image('queued'), image('queued')]), 'queued');
+    assert.equal(jobStateOf([image('running'), image('queued')]), 'running');
+    assert.equal(jobStateOf([image('failed'), image('queued')]), 'running');
+    assert.equal(jobStateOf([image('done'), image('done')]), 'done');
+    assert.equal(jobStateOf([image('done'), image('failed')]), 'failed');
+  });
+
+  test('a record read back is accepted only if every field has its type', () => {
+    const job = newJob('abc', { images: ['docker.io/library/a:1'], platforms: [], pin: false }, new Date(0));
+    assert.ok(isPrefetchJob(JSON.parse(JSON.stringify(job))));
+    assert.ok(!isPrefetchJob({ ...job, state: 'paused' }));
+    assert.ok(!isPrefetchJob({ ...job, images: [{ ...job.images[0], bytes: '1' }] }));
+    assert.ok(!isPrefetchJob({ ...job, platforms: [1] }));
+    assert.ok(!isPrefetchJob('abc'));
+  });
+});
