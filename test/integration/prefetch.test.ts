@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +20,9 @@ const execFileP = promisify(execFile);
 
 const multi = buildIndex({ format: 'oci', seed: 'prefetch-multi', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }] });
 const small = buildImage({ format: 'docker', seed: 'prefetch-small' });
+/** The README workflow's images, under the names it uses. */
+const nginx = buildIndex({ format: 'docker', seed: 'readme-nginx', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }] });
+const redis = buildImage({ format: 'oci', seed: 'readme-redis' });
 /** Two 3 MiB layers: behind a 2 MiB/s forwarder, a fill takes long enough to join or to kill. */
 const big = buildImage({ format: 'oci', seed: 'prefetch-big', layers: [gzipSync(randomBlob(3 << 20, 'pf-1').bytes, { level: 0 }), gzipSync(randomBlob(3 << 20, 'pf-2').bytes, { level: 0 })] });
 
@@ -39,6 +42,8 @@ before(async () => {
   await pushImage(registry.url, 'fx/multi', 'v1', multi);
   await pushImage(registry.url, 'fx/small', 'v1', small);
   await pushImage(registry.url, 'fx/big', 'v1', big);
+  await pushImage(registry.url, 'library/nginx', '1.27', nginx);
+  await pushImage(registry.url, 'library/redis', '7.4', redis);
 });
 
 after(async () => {
@@ -232,6 +237,34 @@ test('bad input: a 400 naming what is wrong, a 404 for an unknown job; the CLI e
     assert.match(r.stderr, /^prefetched docker\.io\/fx\/small:v1 /m);
     assert.match(r.stderr, /^failed docker\.io\/fx\/missing:v1: manifest: /m);
     assert.match(r.stderr, /1 image\(s\) done, 1 failed/);
+  } finally {
+    await stop(g);
+  }
+});
+
+test('the README\'s prefetch workflow, run as written: amd64 only, both images pinned', async () => {
+  const readme = await readFile('README.md', 'utf8');
+  const block = /<!-- test: prefetch workflow -->\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(block, 'the README has the prefetch workflow block');
+  const g = await gantryOn(fwd, path.join(tmp, 'readme'));
+  try {
+    // `gantry` on PATH, and the listen address in the environment, as an operator's shell has them.
+    const work = await mkdtemp(path.join(tmp, 'readme-shell-'));
+    await mkdir(path.join(work, 'bin'));
+    await symlink(path.resolve('bin/gantry'), path.join(work, 'bin', 'gantry'));
+    fwd.reset();
+    const r = await execFileP('sh', ['-e', '-c', block], {
+      cwd: work,
+      timeout: 60_000,
+      env: { ...process.env, PATH: `${path.join(work, 'bin')}:${process.env['PATH'] ?? ''}`, GANTRY_NODE: process.execPath, GANTRY_LOG_LEVEL: 'warn', GANTRY_LISTEN: new URL(g.url).host },
+    });
+    assert.match(r.stderr, /^prefetched docker\.io\/library\/nginx:1\.27 /m);
+    assert.match(r.stderr, /^prefetched docker\.io\/library\/redis:7\.4 /m);
+    const [amd64, arm64] = [child(nginx, 0), child(nginx, 1)];
+    for (const b of arm64.blobs) if (!amd64.blobs.some((a) => a.digest === b.digest)) assert.equal(blobGets(fwd, b.digest), 0, `arm64 blob ${b.digest}`);
+    for (const b of [...amd64.blobs, ...redis.blobs]) assert.equal(blobGets(fwd, b.digest), 1, b.digest);
+    const metrics = await (await request(`${g.url}/metrics`)).body.text();
+    assert.match(metrics, /^gantry_pinned_images 2$/m);
   } finally {
     await stop(g);
   }
