@@ -52,7 +52,7 @@ export class ImageFetch {
   /** Throws an Error saying what failed (which manifest or blob, and why); `signal` stops it between steps. */
   async run(signal: AbortSignal): Promise<void> {
     const reference: Reference = this.ref.digest ? { kind: 'digest', digest: this.ref.digest } : { kind: 'tag', tag: this.ref.tag ?? parseTag('latest') };
-    const root = await this.manifest(reference, 'manifest');
+    const root = await this.manifest(reference, 'manifest', signal);
     this.digest = root.digest;
     const children = root.parsed.kind === 'index' ? await this.children(root.parsed, signal) : [];
     const images = root.parsed.kind === 'image' ? [root.parsed] : children.flatMap((c) => (c.parsed.kind === 'image' ? [c.parsed] : []));
@@ -77,14 +77,14 @@ export class ImageFetch {
     const out: Array<{ digest: Digest; parsed: ParsedManifest }> = [];
     for (const d of wanted) {
       signal.throwIfAborted();
-      out.push(await this.manifest({ kind: 'digest', digest: d.digest }, `manifest ${d.digest}${d.platform ? ` (${formatPlatform(d.platform)})` : ''}`));
+      out.push(await this.manifest({ kind: 'digest', digest: d.digest }, `manifest ${d.digest}${d.platform ? ` (${formatPlatform(d.platform)})` : ''}`, signal));
     }
     return out;
   }
 
-  private async manifest(reference: Reference, what: string): Promise<{ digest: Digest; parsed: ParsedManifest }> {
+  private async manifest(reference: Reference, what: string, signal: AbortSignal): Promise<{ digest: Digest; parsed: ParsedManifest }> {
     try {
-      const got = await this.deps.manifests.get({ ...this.target, reference, accept: [], auth: GANTRY, headOnly: false });
+      const got = await untilAborted(this.deps.manifests.get({ ...this.target, reference, accept: [], auth: GANTRY, headOnly: false }), signal);
       if (!got.bytes) throw new Error('no manifest body');
       return { digest: got.digest, parsed: parseManifest(got.bytes) };
     } catch (err) {
@@ -96,9 +96,9 @@ export class ImageFetch {
     signal.throwIfAborted();
     let warming: Warming | undefined;
     try {
-      warming = await this.deps.blobs.warm({ ...this.target, digest: d.digest, auth: GANTRY });
+      warming = await untilAborted(this.deps.blobs.warm({ ...this.target, digest: d.digest, auth: GANTRY }), signal);
       this.active.add(warming);
-      await warming.done;
+      await untilAborted(warming.done, signal);
     } catch (err) {
       throw new Error(`blob ${d.digest}: ${(err as Error).message}`, { cause: err });
     } finally {
@@ -130,4 +130,29 @@ function uniqueBlobs(images: ReadonlyArray<Extract<ParsedManifest, { kind: 'imag
     }
   }
   return [...seen.values()];
+}
+
+/**
+ * Stop waiting when `signal` aborts: a manifest request or a wait for a fill slot can take up to
+ * its own timeout, and a shutdown should not. (The work itself goes on or ends on its own.)
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }

@@ -162,7 +162,7 @@ test('a prefetch racing client pulls of the same image costs one upstream GET pe
   }
 });
 
-test('a job survives kill -9: after the restart it resumes, finishes, and its blobs are served without the upstream', async () => {
+test('a job survives kill -9 and a graceful stop: after each restart it resumes, finishes, and its blobs are served without the upstream', async () => {
   const cacheDir = path.join(tmp, 'restart');
   let g = await gantryOn(slow, cacheDir);
   try {
@@ -173,6 +173,14 @@ test('a job survives kill -9: after the restart it resumes, finishes, and its bl
       return bigImage && bigImage.state === 'running' && bigImage.bytesDone > 0 && bigImage.bytesDone < bigImage.bytes;
     }, { timeoutMs: 20_000, intervalMs: 50 });
     await stop(g, 'SIGKILL');
+    g = await gantryOn(slow, cacheDir);
+    // A graceful stop part-way interrupts the image: it is queued again, not failed.
+    await waitFor('the big image to be part-way again', async () => {
+      const bigImage = (await jobOf(g, job.id)).images[1];
+      return bigImage && bigImage.state === 'running' && bigImage.bytesDone > 0 && bigImage.bytesDone < bigImage.bytes;
+    }, { timeoutMs: 20_000, intervalMs: 50 });
+    // (Were it marked failed, the job would end failed below: a failed image is not run again.)
+    await stop(g, 'SIGTERM');
     g = await gantryOn(slow, cacheDir);
     const done = await finished(g, job.id);
     assert.equal(done.state, 'done', JSON.stringify(done));
