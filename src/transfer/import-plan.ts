@@ -138,10 +138,11 @@ export function repositoryOf(raw: string): string {
 
 /** Every `blobs/<alg>/<hex>` must hash to the digest its name gives: checked here, before any write. */
 function checkBlobNames(file: string, scan: Scan): void {
-  for (const f of scan.values()) {
-    const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(f.name);
+  // By entry name, not f.name: a symlink under blobs/ must hash to its own name too.
+  for (const [name, f] of scan) {
+    const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name);
     if (!m) continue;
-    if (`${m[1]}:${m[2]}` !== f.digest) throw new ImportError(file, f.name, `bytes do not match the digest its name gives (they hash to ${f.digest})`);
+    if (`${m[1]}:${m[2]}` !== f.digest) throw new ImportError(file, name, `bytes do not match the digest its name gives (they hash to ${f.digest})`);
   }
 }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files } from '../../fixtures/archives.ts';
 import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
@@ -133,6 +134,43 @@ describe('gantry import: format readers', () => {
     });
   });
 
+  it('a legacy docker save whose layer is a symlink to another image\'s (dockerd 20.10, one layer on two parent chains)', async () => {
+    const shared = makeTar({ 'etc/shared': 'shared\n' });
+    const a = buildImage({ format: 'docker', seed: 'link-a', layers: [gzipSync(makeTar({ 'etc/a': 'a\n' })), gzipSync(shared)] });
+    const b = buildImage({ format: 'docker', seed: 'link-b', layers: [gzipSync(makeTar({ 'etc/b': 'b\n' })), gzipSync(shared)] });
+    const ids = { a0: 'a0'.repeat(32), a1: 'a1'.repeat(32), b0: 'b0'.repeat(32), b1: 'b1'.repeat(32) };
+    const [ca, la0, la1] = a.blobs;
+    const [cb, lb0] = b.blobs;
+    assert.ok(ca && la0 && la1 && cb && lb0);
+    // As dockerd 20.10 writes it: the second image's copy of the shared layer links to the first's.
+    const entries: Entry[] = [
+      { name: 'a.json', data: ca.bytes },
+      { name: `${ids.a0}/layer.tar`, data: la0.bytes },
+      { name: `${ids.a1}/layer.tar`, data: la1.bytes },
+      { name: 'b.json', data: cb.bytes },
+      { name: `${ids.b0}/layer.tar`, data: lb0.bytes },
+      { name: `${ids.b1}/layer.tar`, header: { type: 'symlink', linkname: `../${ids.a1}/layer.tar` } },
+      {
+        name: 'manifest.json',
+        data: Buffer.from(
+          JSON.stringify([
+            { Config: 'a.json', RepoTags: ['x/a:1'], Layers: [`${ids.a0}/layer.tar`, `${ids.a1}/layer.tar`] },
+            { Config: 'b.json', RepoTags: ['x/b:1'], Layers: [`${ids.b0}/layer.tar`, `${ids.b1}/layer.tar`] },
+          ]),
+        ),
+      },
+    ];
+    const file = await archive('legacy-symlink.tar', entries);
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.deepEqual(s.images.map((i) => `${i.repository}:${i.tag ?? ''}`), ['x/a:1', 'x/b:1']);
+      const mb = JSON.parse((await cachedBytes(c, s.images[1]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ digest: string }> };
+      assert.deepEqual(mb.layers.map((l) => l.digest), [lb0.digest, la1.digest], 'x/b\'s second layer is the shared one');
+      assert.deepEqual(await cachedBytes(c, la1.digest), la1.bytes);
+      assert.equal(s.blobsNew, 5, 'two configs, three distinct layers');
+    });
+  });
+
   it('a legacy docker save with an uncompressed layer types it .tar', async () => {
     const base = buildImage({ format: 'docker', seed: 'plain' });
     const plain = makeTar({ 'etc/plain': 'not gzipped\n' });
@@ -174,7 +212,22 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
     },
     { name: 'a ../ path', make: () => archive('dotdot.tar', [...entriesOf(good()), { name: '../escape', data: Buffer.from('x') }]), error: /dotdot\.tar: entry "\.\.\/escape": path leaves the archive/ },
     { name: 'an absolute path', make: () => archive('abs.tar', [{ name: '/etc/evil', data: Buffer.from('x') }, ...entriesOf(good())]), error: /abs\.tar: entry "\/etc\/evil": absolute or unsafe path/ },
-    { name: 'a symlink', make: () => archive('symlink.tar', [...entriesOf(good()), { name: 'link', header: { type: 'symlink', linkname: '/etc/passwd' } }]), error: /symlink\.tar: entry "link": symlink entries are not accepted/ },
+    { name: 'a symlink to an absolute path', make: () => archive('symlink.tar', [...entriesOf(good()), { name: 'link', header: { type: 'symlink', linkname: '/etc/passwd' } }]), error: /symlink\.tar: entry "link": symlink to "\/etc\/passwd": absolute or unsafe target/ },
+    { name: 'a symlink that climbs out of the archive', make: () => archive('symlink-out.tar', [...entriesOf(good()), { name: 'a/link', header: { type: 'symlink', linkname: '../../etc/passwd' } }]), error: /symlink-out\.tar: entry "a\/link": symlink to "\.\.\/\.\.\/etc\/passwd" leaves the archive/ },
+    { name: 'a symlink to nothing in the archive', make: () => archive('symlink-dangling.tar', [...entriesOf(good()), { name: 'a/link', header: { type: 'symlink', linkname: '../missing' } }]), error: /symlink-dangling\.tar: entry "a\/link": symlink to "missing", which is not a regular file in the archive/ },
+    { name: 'a symlink loop', make: () => archive('symlink-loop.tar', [...entriesOf(good()), { name: 'x', header: { type: 'symlink', linkname: 'y' } }, { name: 'y', header: { type: 'symlink', linkname: 'x' } }]), error: /symlink-loop\.tar: entry "x": symlink to "y", which is not a regular file in the archive/ },
+    {
+      name: 'a blob symlink to another blob',
+      make: () => {
+        const [config, layer] = img.blobs;
+        assert.ok(config && layer);
+        const files = good();
+        const layerEntry = `blobs/${layer.digest.replace(':', '/')}`;
+        delete files[layerEntry];
+        return archive('symlink-blob.tar', [...entriesOf(files), { name: layerEntry, header: { type: 'symlink', linkname: config.digest.slice('sha256:'.length) } }]);
+      },
+      error: /symlink-blob\.tar: entry "blobs\/sha256\/[0-9a-f]+": bytes do not match the digest its name gives/,
+    },
     { name: 'a hardlink', make: () => archive('hardlink.tar', [...entriesOf(good()), { name: 'hard', header: { type: 'link', linkname: 'index.json' } }]), error: /hardlink\.tar: entry "hard": link entries are not accepted/ },
     { name: 'an unknown format', make: () => archive('unknown.tar', { 'hello.txt': 'hi' }), error: /unknown\.tar: unknown format/ },
     { name: 'not a tar at all', make: async () => { const f = path.join(work, 'garbage.tar'); await writeFile(f, Buffer.alloc(3000, 7)); return f; }, error: /garbage\.tar: / },
