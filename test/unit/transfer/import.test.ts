@@ -8,6 +8,7 @@ import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files }
 import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
 import { openArchive } from '../../../src/transfer/archive-source.ts';
 import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
+import { formatSummary } from '../../../src/transfer/import-report.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
 import { tempCache, readBody, type TempCache } from '../support.ts';
 
@@ -69,6 +70,34 @@ describe('gantry import: format readers', () => {
       const again = await run(c, file);
       assert.equal(again.blobsNew, 0);
       assert.equal(again.blobsPresent, 3);
+    });
+  });
+
+  it('without --upstream, each image lands under the upstream its name gives (a mixed `gantry export`), else the default; --upstream puts them all under one', async () => {
+    const hub = buildImage({ format: 'oci', seed: 'mixed-hub' });
+    const other = buildImage({ format: 'oci', seed: 'mixed-other' });
+    const unknown = buildImage({ format: 'oci', seed: 'mixed-unknown' });
+    const file = await archive('mixed.tar', ociLayout([
+      { image: hub, refName: 'docker.io/test/hub:1' },
+      { image: other, refName: 'registry.example.com/test/other:2' },
+      { image: unknown, refName: '127.0.0.1:5000/test/unknown:3' },
+    ]));
+    const hosts = ['docker.io', 'registry.example.com'];
+    await withCache(async (c) => {
+      const s = await importArchive(await openArchive(file), c.cache, { upstream: 'docker.io', byRegistry: hosts });
+      assert.deepEqual(s.images.map((i) => [i.upstream, i.repository, i.tag]), [[undefined, 'test/hub', '1'], ['registry.example.com', 'test/other', '2'], [undefined, 'test/unknown', '3']]);
+      assert.equal((await c.cache.getTag('docker.io', 'test/hub', '1'))?.digest, hub.manifestDigest);
+      assert.equal((await c.cache.getTag('registry.example.com', 'test/other', '2'))?.digest, other.manifestDigest);
+      assert.equal(await c.cache.getTag('docker.io', 'test/other', '2'), undefined, 'not under the default upstream as well');
+      assert.equal((await c.cache.getTag('docker.io', 'test/unknown', '3'))?.digest, unknown.manifestDigest, 'a registry with no upstream: the default');
+      assert.match(formatSummary([s]), /^imported registry\.example\.com\/test\/other:2 sha256:/m);
+      assert.match(formatSummary([s]), /^imported test\/hub:1 sha256:/m);
+    });
+    await withCache(async (c) => {
+      await importArchive(await openArchive(file), c.cache, { upstream: 'registry.example.com' });
+      for (const [repo, tag, img] of [['test/hub', '1', hub], ['test/other', '2', other], ['test/unknown', '3', unknown]] as const) {
+        assert.equal((await c.cache.getTag('registry.example.com', repo, tag))?.digest, img.manifestDigest, `--upstream: ${repo}:${tag}`);
+      }
     });
   });
 
