@@ -1,10 +1,11 @@
 // Issue 12's acceptance, end to end: an edge node that serves without its uplink.
 // Node A is the harness's Gantry in front of a real docker-registry; the README's "USB workflow"
 // commands (run as written: `gantry` is bin/gantry, /media/usb a temp dir, each node's config in
-// GANTRY_CONFIG) export the harness's Docker v2 image, OCI image and multi-arch index through it,
-// and import the file into node B, a second Gantry process with a fresh cache whose every
-// upstream is a socket that counts connections and resets them. Archives written by the real
-// tools (skopeo's oci-archive, dockerd 20.10's legacy `docker save`) are imported into node B
+// GANTRY_CONFIG) export the harness's Docker v2 image, OCI image and multi-arch index (and one
+// image of another registry, registry.example.com) through it, and import the file into node B,
+// a second Gantry process with a fresh cache whose every upstream is a socket that counts
+// connections and resets them. Archives written by the real tools (skopeo's oci-archive,
+// dockerd 20.10's legacy `docker save` of two images, one layer linked) are imported into node B
 // while it runs. Then dockerd (registry-mirrors), containerd (hosts.toml), podman
 // (registries.conf) and skopeo pull everything from node B, configured with deploy/examples/:
 // every digest is the registry's (or, for the legacy save, the one `gantry import` printed), and
@@ -15,7 +16,7 @@ import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sha256, type BuiltImage, type BuiltIndex } from '../fixtures/images.ts';
+import { buildImage, makeLayer, pushImage, sha256, type BuiltImage, type BuiltIndex } from '../fixtures/images.ts';
 import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
 import { closeWithin, listenOnLoopback } from '../helpers/loopback.ts';
 import { CONTAINERD, CTR, DOCKER, DOCKERD, PODMAN, SKOPEO, preparePodman, startContainerd, startDockerd, type Containerd, type Dockerd, type Podman } from './engines.ts';
@@ -26,14 +27,21 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const GANTRY = join(ROOT, 'bin', 'gantry');
 const README = join(ROOT, 'README.md');
 
-/** What node B serves, and what a client must get for it: the registry's manifest (and, for an image, its config). */
-type Served = { repo: string; image: BuiltImage | BuiltIndex };
+/**
+ * What node B serves, and what a client must get for it: the registry's manifest (and, for an
+ * image, its config). `registry`: the upstream it is served under when not Docker Hub.
+ */
+type Served = { repo: string; image: BuiltImage | BuiltIndex; registry?: string };
 
-/** The three images of the issue: node A exports them, node B imports the file (README USB workflow). */
+/**
+ * The three images of the issue, plus one from another registry in the same file: node A exports
+ * them, node B imports the file (README USB workflow).
+ */
 const EXPORTED: Served[] = [
   { repo: REPOS.docker, image: IMAGES.docker },
   { repo: REPOS.oci, image: IMAGES.oci },
   { repo: REPOS.multi, image: IMAGES.multi },
+  { repo: REPOS.example, image: IMAGES.example, registry: 'registry.example.com' },
 ];
 /** Written by `skopeo copy docker://<registry>/... oci-archive:...`, imported into the running node B. */
 const FROM_SKOPEO: Served[] = [
@@ -41,6 +49,11 @@ const FROM_SKOPEO: Served[] = [
   { repo: 'edge/skopeo-multi', image: IMAGES.multi },
 ];
 const ALL = [...EXPORTED, ...FROM_SKOPEO];
+/** What dockerd and podman (configured as deploy/examples/ has them) can pull: Docker Hub names. */
+const HUB = ALL.filter((s) => s.registry === undefined);
+
+/** `REPO:TAG` as `gantry import` prints it: the upstream first when the image's name chose a non-default one. */
+const printedName = (s: Served): string => `${s.registry !== undefined ? `${s.registry}/` : ''}${s.repo}:${TAG}`;
 
 /**
  * A listening socket that counts every connection and resets it at once: node B's only
@@ -207,11 +220,11 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
     return undefined;
   };
 
-  test('connected node: the README\'s `gantry export ... --fetch` pulls the three images from the registry through Gantry into one file', async () => {
+  test('connected node: the README\'s `gantry export ... --fetch` pulls the issue\'s three images and another registry\'s one through Gantry into one file', async () => {
     const { connected } = await usbWorkflow(usb);
     const since = env.fwd.requests.length;
     const r = await gantry(connected, nodeAConfig);
-    assert.match(r.stderr, /exported 3 image\(s\)/, r.stderr);
+    assert.match(r.stderr, new RegExp(`exported ${EXPORTED.length} image\\(s\\)`), r.stderr);
     assert.ok((await stat(join(usb, 'images.tar'))).size > 0);
     const upstream = env.fwd.requests.slice(since);
     for (const s of EXPORTED) {
@@ -226,7 +239,7 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
     const { edge } = await usbWorkflow(usb);
     const r = await gantry(edge, nodeBConfig);
     const lines = importedLines(r.stdout);
-    for (const s of EXPORTED) assert.equal(lines.get(`${s.repo}:${TAG}`), s.image.manifestDigest, `${s.repo}:${TAG} imported with the registry's digest:\n${r.stdout}`);
+    for (const s of EXPORTED) assert.equal(lines.get(printedName(s)), s.image.manifestDigest, `${printedName(s)} imported with the registry's digest:\n${r.stdout}`);
     assert.doesNotMatch(r.stderr, /running Gantry/, 'imported offline, not through a server');
     nodeB = await startGantryProcess({ GANTRY_CONFIG: nodeBConfig });
     nodeBHost = new URL(nodeB.url).host;
@@ -247,37 +260,49 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
     assertNoUpstreamConnection();
   });
 
-  test('dockerd 20.10\'s legacy `docker save` imports into node B; its tag serves the digest `gantry import` printed', async () => {
+  test('dockerd 20.10\'s legacy `docker save` of two images imports into node B; each tag serves the digest `gantry import` printed', async () => {
     started();
     const d = await startedDockerd();
+    // A second image with test/docker's top layer over another base: dockerd 20.10 saves that
+    // layer once and links the other copy to it (a symlink entry in the tar).
+    const top = IMAGES.docker.blobs[2];
+    assert.ok(top, 'test/docker has two layers');
+    const linked = buildImage({ format: 'docker', seed: 'edge-linked', layers: [makeLayer({ 'etc/linked': 'another base\n' }), top.bytes] });
+    await pushImage(env.origin.url, 'edge/linked', TAG, linked);
+    const saves: Array<{ repo: string; image: BuiltImage }> = [
+      { repo: REPOS.docker, image: IMAGES.docker },
+      { repo: 'edge/linked', image: linked },
+    ];
     // Pulled from the registry itself (127.0.0.0/8 is insecure by default), as a connected machine would.
-    const src = `${env.origin.host}/${REPOS.docker}:${TAG}`;
-    await d.docker(['pull', '--quiet', src]);
+    const sources = saves.map((x) => `${env.origin.host}/${x.repo}:${TAG}`);
+    for (const src of sources) await d.docker(['pull', '--quiet', src]);
     const saved = join(env.tmp, 'docker-save.tar');
-    await d.docker(['save', '-o', saved, src]);
-    // Its RepoTags name the registry host; --upstream says which of node B's upstreams it is.
-    const r = await gantry([GANTRY, 'import', '--upstream', 'registry.example.com', saved], nodeBConfig, { GANTRY_LISTEN: nodeBHost });
-    const m = /^imported (\S+) (sha256:[0-9a-f]{64}) \(manifest built by Gantry/m.exec(r.stdout);
-    assert.ok(m, `a built manifest's digest is printed:\n${r.stdout}`);
-    assert.equal(m[1], `${REPOS.docker}:${TAG}`);
-    const printed = m[2] ?? '';
-    assert.notEqual(printed, IMAGES.docker.manifestDigest, 'Gantry\'s own manifest, not the registry\'s');
+    await d.docker(['save', '-o', saved, ...sources]);
+    const listing = (await run('tar', ['-tvf', saved])).stdout;
+    assert.match(listing, /^l.* -> \.\.\/[0-9a-f]{64}\/layer\.tar$/m, `dockerd linked the shared layer:\n${listing}`);
 
-    // By tag, through the path prefix (skopeo) and ?ns= (ctr): the printed digest, the image's own config.
-    const raw = await run(SKOPEO, ['inspect', '--raw', '--tls-verify=false', `docker://${nodeBHost}/registry.example.com/${REPOS.docker}:${TAG}`]);
-    assert.equal(sha256(Buffer.from(raw.stdout)), printed, 'skopeo: the manifest served for the tag is the printed one');
-    const manifest = JSON.parse(raw.stdout) as { config: { digest: string } };
-    assert.equal(manifest.config.digest, configDigest(IMAGES.docker), 'the image\'s own config');
+    // Its RepoTags name the registry's host, which is no upstream of node B: --upstream says which.
+    const r = await gantry([GANTRY, 'import', '--upstream', 'registry.example.com', saved], nodeBConfig, { GANTRY_LISTEN: nodeBHost });
     const c = await startedContainerd();
-    const ref = `registry.example.com/${REPOS.docker}:${TAG}`;
-    await ctrPull(c, ref);
-    assert.equal(await ctrDigest(c, ref), printed, 'ctr: the image digest is the printed one');
+    for (const x of saves) {
+      const m = new RegExp(`^imported ${x.repo}:${TAG} (sha256:[0-9a-f]{64}) \\(manifest built by Gantry`, 'm').exec(r.stdout);
+      assert.ok(m?.[1], `${x.repo}: a built manifest's digest is printed:\n${r.stdout}`);
+      const printed = m[1];
+      assert.notEqual(printed, x.image.manifestDigest, `${x.repo}: Gantry's own manifest, not the registry's`);
+      // By tag, through the path prefix (skopeo) and ?ns= (ctr): the printed digest over the image's own config.
+      const raw = await run(SKOPEO, ['inspect', '--raw', '--tls-verify=false', `docker://${nodeBHost}/registry.example.com/${x.repo}:${TAG}`]);
+      assert.equal(sha256(Buffer.from(raw.stdout)), printed, `skopeo ${x.repo}: the manifest served for the tag is the printed one`);
+      assert.equal((JSON.parse(raw.stdout) as { config: { digest: string } }).config.digest, configDigest(x.image), `${x.repo}: the image's own config`);
+      const ref = `registry.example.com/${x.repo}:${TAG}`;
+      await ctrPull(c, ref);
+      assert.equal(await ctrDigest(c, ref), printed, `ctr ${ref}: the image digest is the printed one`);
+    }
     assertNoUpstreamConnection();
   });
 
-  test('docker pull through registry-mirrors: every image from node B, with the registry\'s digests', async () => {
+  test('docker pull through registry-mirrors: every Docker Hub image from node B, with the registry\'s digests', async () => {
     const d = await startedDockerd();
-    for (const s of ALL) {
+    for (const s of HUB) {
       const name = s.repo.replace(/^library\//, '');
       await d.docker(['pull', '--quiet', `${name}:${TAG}`]);
       const [img] = JSON.parse((await d.docker(['image', 'inspect', `${name}:${TAG}`])).stdout) as Array<{ Id: string; RepoDigests: string[] | null }>;
@@ -291,14 +316,14 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
   test('ctr image pull through hosts.toml: every image (all platforms) from node B, with the registry\'s digests', async () => {
     const c = await startedContainerd();
     for (const s of ALL) {
-      const ref = `docker.io/${s.repo}:${TAG}`;
+      const ref = `${s.registry ?? 'docker.io'}/${s.repo}:${TAG}`;
       await ctrPull(c, ref, isIndex(s.image) ? ['--all-platforms'] : []);
       assert.equal(await ctrDigest(c, ref), s.image.manifestDigest, ref);
     }
     assertNoUpstreamConnection();
   });
 
-  test('podman pull through registries.conf: every image from node B, with the registry\'s digests', async () => {
+  test('podman pull through registries.conf: every Docker Hub image from node B, with the registry\'s digests', async () => {
     const dir = join(env.tmp, 'podman');
     await mkdir(dir, { recursive: true });
     const registriesConf = join(dir, 'registries.conf');
@@ -306,7 +331,7 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
     await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n');
     const p: Podman = await preparePodman({ dir, registriesConf, authFile: join(dir, 'no-auth.json') });
     try {
-      for (const s of ALL) {
+      for (const s of HUB) {
         const ref = `docker.io/${s.repo}:${TAG}`;
         await p.podman(['pull', '--quiet', ref]);
         const [img] = JSON.parse((await p.podman(['image', 'inspect', ref])).stdout) as Array<{ Id: string; Digest: string }>;
@@ -325,7 +350,9 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
     for (const s of ALL) {
       const dest = await mkdtemp(join(env.tmp, 'skopeo-'));
       const all = isIndex(s.image) ? ['--all'] : [];
-      await run(SKOPEO, ['--insecure-policy', 'copy', '--src-tls-verify=false', ...all, `docker://${host}/${s.repo}:${TAG}`, `dir:${dest}`]);
+      // Another registry's image through Gantry's path prefix, /v2/<registry>/<repository>/...
+      const path = `${s.registry !== undefined ? `${s.registry}/` : ''}${s.repo}`;
+      await run(SKOPEO, ['--insecure-policy', 'copy', '--src-tls-verify=false', ...all, `docker://${host}/${path}:${TAG}`, `dir:${dest}`]);
       assert.ok((await readFile(join(dest, 'manifest.json'))).equals(s.image.manifest), `${s.repo}:${TAG}: the registry's manifest (${s.image.manifestDigest})`);
       if (isIndex(s.image)) {
         for (const c of s.image.children) assert.ok((await readFile(join(dest, `${c.manifestDigest.slice(7)}.manifest.json`))).equals(c.manifest), `${s.repo}: child ${c.manifestDigest}`);
@@ -336,6 +363,7 @@ describe('an edge node that works without its uplink (issue 12)', { timeout: 600
 
   test('the count is live: an image node B was never given sends it to its upstream, which it cannot reach', async () => {
     const { host } = started();
+    // test/example was imported under registry.example.com only: as a Docker Hub name it is a miss.
     const r = await run(SKOPEO, ['inspect', '--raw', '--tls-verify=false', `docker://${host}/${REPOS.example}:${TAG}`], { allowFailure: true });
     assert.notEqual(r.code, 0, 'not cached, upstream unreachable: the pull fails');
     assert.ok(dead.connections() > 0, 'node B tried its upstream: the counter sees what it would have to');
