@@ -53,15 +53,18 @@ export const importCommand: CliCommand = {
 };
 
 function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io: Io): ImportTarget | undefined {
+  const explicit = typeof options['upstream'] === 'string';
   const upstream = typeof options['upstream'] === 'string' ? options['upstream'].toLowerCase() : config.defaultUpstream;
   if (!config.upstreams.some((u) => u.host === upstream)) {
     io.err(`gantry import: --upstream ${upstream} is not a configured upstream (${config.upstreams.map((u) => u.host).join(', ')})\n`);
     return undefined;
   }
+  // Without --upstream, a name's own registry picks its upstream when one is configured for it.
+  const where: ImportTarget = explicit ? { upstream } : { upstream, byRegistry: config.upstreams.map((u) => u.host) };
   const raw = options['repository'];
-  if (typeof raw !== 'string') return { upstream };
+  if (typeof raw !== 'string') return where;
   try {
-    return { upstream, repository: repositoryOf(raw) };
+    return { ...where, repository: repositoryOf(raw) };
   } catch {
     io.err(`gantry import: --repository ${JSON.stringify(raw)} is not a valid repository name\n`);
     return undefined;

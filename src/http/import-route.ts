@@ -15,7 +15,8 @@ export type ImportServices = {
 
 /**
  * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL` with a tar as the body: what
- * `gantry import` does while this Gantry holds the cache; behind the admin guard.
+ * `gantry import` does while this Gantry holds the cache; behind the admin guard. Without
+ * `upstream`, images land under the upstream their name gives, else the default one.
  * Bad input is a 400 with an OCI error body whose message names the archive and entry.
  */
 export function registerImportRoute(app: Hono<AppEnv>, svc: ImportServices): void {
@@ -34,12 +35,15 @@ export function registerImportRoute(app: Hono<AppEnv>, svc: ImportServices): voi
 }
 
 function targetOf(c: Context<AppEnv>, svc: ImportServices): ImportTarget {
-  const upstream = (c.req.query('upstream') ?? svc.defaultUpstream).toLowerCase();
+  const named = c.req.query('upstream');
+  const upstream = (named ?? svc.defaultUpstream).toLowerCase();
   if (!svc.upstreamHosts().includes(upstream)) throw badRequest(`upstream ${upstream} is not configured`);
+  // No ?upstream=: each image lands under its name's registry when that is a configured upstream.
+  const where: ImportTarget = named !== undefined ? { upstream } : { upstream, byRegistry: svc.upstreamHosts() };
   const raw = c.req.query('repository');
-  if (raw === undefined) return { upstream };
+  if (raw === undefined) return where;
   try {
-    return { upstream, repository: repositoryOf(raw) };
+    return { ...where, repository: repositoryOf(raw) };
   } catch {
     throw badRequest(`repository ${JSON.stringify(raw.slice(0, 256))} is not a valid repository name`);
   }

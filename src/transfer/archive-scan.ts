@@ -1,8 +1,9 @@
 import { createDigester, type Digest } from '../oci/digest.ts';
-import type { ArchiveSource } from './archive-source.ts';
+import { ImportError, type ArchiveSource } from './archive-source.ts';
 
 /** What the first pass learns of one file: its digest, size, whether it is gzip, and small JSON bytes. */
 export type ScannedFile = { name: string; digest: Digest; size: number; gzip: boolean; json?: Buffer };
+/** Entry name → file. A symlink's name maps to the file it points at (whose `name` is the real entry, read in the second pass). */
 export type Scan = Map<string, ScannedFile>;
 
 /** Manifests, indexes, configs and docker-save's manifest.json are small; layers never start with `{` or `[`. */
@@ -15,10 +16,30 @@ const MAX_JSON_BYTES = 4 * 1024 * 1024;
  */
 export async function scanArchive(source: ArchiveSource, onBytes: (n: number) => void = () => undefined): Promise<Scan> {
   const files: Scan = new Map();
-  await source.forEachFile(async (name, _size, body) => {
-    files.set(name, await scanFile(name, body, onBytes));
-  });
+  const links = new Map<string, string>();
+  await source.forEachFile(
+    async (name, _size, body) => {
+      files.set(name, await scanFile(name, body, onBytes));
+    },
+    (name, target) => void links.set(name, target),
+  );
+  for (const [name, target] of links) files.set(name, resolveLink(source.label, name, target, files, links));
   return files;
+}
+
+/** Symlinks may chain (a link to a link); a bounded walk ends at a regular file of the archive, or fails naming the link. */
+const MAX_LINK_HOPS = 8;
+
+function resolveLink(label: string, name: string, target: string, files: Scan, links: ReadonlyMap<string, string>): ScannedFile {
+  let at = target;
+  for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
+    const file = files.get(at);
+    if (file && !links.has(at)) return file;
+    const next = links.get(at);
+    if (next === undefined) break;
+    at = next;
+  }
+  throw new ImportError(label, name, `symlink to ${JSON.stringify(target)}, which is not a regular file in the archive`);
 }
 
 async function scanFile(name: string, body: AsyncIterable<Buffer>, onBytes: (n: number) => void): Promise<ScannedFile> {

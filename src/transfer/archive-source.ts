@@ -14,9 +14,15 @@ export class ImportError extends Error {
 
 /** Called once per regular file, in archive order; must consume `body` before resolving. */
 export type OnFile = (name: string, size: number, body: AsyncIterable<Buffer>) => Promise<void>;
+/** Called once per symlink entry with its target as an entry name (resolved, never outside the archive). */
+export type OnLink = (name: string, target: string) => void;
 
-/** An image archive read by paths: a tar file or a directory. Read it as often as needed. */
-export type ArchiveSource = { label: string; forEachFile(onFile: OnFile): Promise<void> };
+/**
+ * An image archive read by paths: a tar file or a directory. Read it as often as needed. Symlink
+ * entries go to `onLink` when given (the first pass, which records them as aliases) and are
+ * skipped otherwise.
+ */
+export type ArchiveSource = { label: string; forEachFile(onFile: OnFile, onLink?: OnLink): Promise<void> };
 
 /**
  * A relative path with no `..`, no absolute start and no empty or NUL parts, normalised
@@ -29,11 +35,28 @@ export function safeEntryName(file: string, raw: string): string {
   return posix.join(...(parts.length > 0 ? parts : ['.']));
 }
 
-/** A tar file, streamed with tar-stream; links and special files are refused (a link may point anywhere). */
+/**
+ * Where a symlink entry points, as an entry name: relative to the link's own directory, and
+ * refused when absolute or when it climbs out of the archive. dockerd 20.10's `docker save`
+ * writes `<id>/layer.tar -> ../<other id>/layer.tar` when one layer sits on two parent chains.
+ */
+export function symlinkTarget(file: string, name: string, linkname: string): string {
+  if (linkname === '' || linkname.includes('\0') || linkname.startsWith('/') || /^[a-zA-Z]:/.test(linkname) || linkname.includes('\\')) {
+    throw new ImportError(file, name, `symlink to ${JSON.stringify(linkname)}: absolute or unsafe target`);
+  }
+  const target = posix.normalize(posix.join(posix.dirname(name), linkname));
+  if (target === '..' || target.startsWith('../')) throw new ImportError(file, name, `symlink to ${JSON.stringify(linkname)} leaves the archive`);
+  return safeEntryName(file, target);
+}
+
+/**
+ * A tar file, streamed with tar-stream. A symlink is only an alias for another entry of the
+ * archive (never followed on disk); hard links and special files are refused.
+ */
 export function tarSource(file: string): ArchiveSource {
   return {
     label: file,
-    async forEachFile(onFile) {
+    async forEachFile(onFile, onLink) {
       const ex = extract();
       const reading = pipeline(createReadStream(file), ex);
       try {
@@ -42,6 +65,12 @@ export function tarSource(file: string): ArchiveSource {
           const name = safeEntryName(file, raw);
           if (type === 'directory') {
             entry.resume();
+            continue;
+          }
+          if (type === 'symlink') {
+            const target = symlinkTarget(file, name, entry.header.linkname ?? '');
+            entry.resume();
+            onLink?.(name, target);
             continue;
           }
           if (type !== 'file' && type !== 'contiguous-file') throw new ImportError(file, raw, `${type ?? 'unknown'} entries are not accepted (only regular files and directories)`);

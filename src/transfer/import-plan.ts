@@ -6,12 +6,19 @@ import { parseRepositoryName, parseTag } from '../oci/reference.ts';
 import { ImportError } from './archive-source.ts';
 import type { Scan, ScannedFile } from './archive-scan.ts';
 
+/**
+ * The registry host an archive's name gives (`ghcr.io` for `ghcr.io/org/app:1.2`, `docker.io` for
+ * Docker Hub names); absent for a bare tag or no name, which land under --repository.
+ */
+type Named = { registry?: string };
 /** A blob to copy from the archive entry `entry`, verified against `digest` as it is written. */
-export type PlannedBlob = { entry: string; digest: Digest; size: number; repository: string };
+export type PlannedBlob = Named & { entry: string; digest: Digest; size: number; repository: string };
 /** A manifest or index, its bytes unchanged (or, for legacy docker-save, built by Gantry). */
-export type PlannedManifest = { digest: Digest; mediaType: string; bytes: Buffer; repository: string };
+export type PlannedManifest = Named & { digest: Digest; mediaType: string; bytes: Buffer; repository: string };
 /** One image the archive names: where it lands and its top manifest. `tag` is absent for digest-only imports. */
-export type PlannedImage = { repository: string; tag?: string; digest: Digest; mediaType: string; size: number; authored: boolean };
+export type PlannedImage = Named & { repository: string; tag?: string; digest: Digest; mediaType: string; size: number; authored: boolean };
+/** Where one image lands: its repository, tag (absent: by digest only) and the registry its name gives. */
+type Target = Named & { repository: string; tag?: string };
 export type ImportPlan = { format: 'docker-save' | 'oci'; blobs: PlannedBlob[]; manifests: PlannedManifest[]; images: PlannedImage[] };
 export type PlanOptions = { repository?: string };
 
@@ -41,7 +48,7 @@ function planOci(file: string, scan: Scan, opts: PlanOptions): ImportPlan {
   const plan: ImportPlan = { format: 'oci', blobs: [], manifests: [], images: [] };
   for (const d of index.manifests) {
     const target = nameOf(file, d, opts);
-    addManifest(file, scan, d.digest, target.repository, plan, new Set());
+    addManifest(file, scan, d.digest, target, plan, new Set());
     const m = plan.manifests.find((x) => x.digest === d.digest);
     if (!m) continue;
     plan.images.push({ ...target, digest: d.digest, mediaType: m.mediaType, size: m.bytes.length, authored: false });
@@ -50,18 +57,19 @@ function planOci(file: string, scan: Scan, opts: PlanOptions): ImportPlan {
 }
 
 /** A manifest and everything under it; its media type comes from its own bytes, never the descriptor. */
-function addManifest(file: string, scan: Scan, digest: Digest, repository: string, plan: ImportPlan, seen: Set<string>): void {
+function addManifest(file: string, scan: Scan, digest: Digest, target: Target, plan: ImportPlan, seen: Set<string>): void {
   if (seen.has(digest)) return;
   seen.add(digest);
   const entry = blobEntry(digest);
   const bytes = jsonOf(file, scan, entry);
   const m = parseOr(file, entry, bytes);
-  plan.manifests.push({ digest, mediaType: m.mediaType, bytes, repository });
+  const where = whereOf(target);
+  plan.manifests.push({ digest, mediaType: m.mediaType, bytes, ...where });
   if (m.kind === 'index') {
-    for (const child of m.manifests) addManifest(file, scan, child.digest, repository, plan, seen);
+    for (const child of m.manifests) addManifest(file, scan, child.digest, target, plan, seen);
     return;
   }
-  for (const d of [m.config, ...m.layers]) plan.blobs.push({ entry: requireFile(file, scan, blobEntry(d.digest)).name, digest: d.digest, size: d.size, repository });
+  for (const d of [m.config, ...m.layers]) plan.blobs.push({ entry: requireFile(file, scan, blobEntry(d.digest)).name, digest: d.digest, size: d.size, ...where });
 }
 
 /** docker save's manifest.json: [{Config, RepoTags, Layers}], no registry manifest; Gantry writes one. */
@@ -82,8 +90,9 @@ function planDockerSave(file: string, scan: Scan, opts: PlanOptions): ImportPlan
     const tags = Array.isArray(rec['RepoTags']) ? rec['RepoTags'].filter((t): t is string => typeof t === 'string') : [];
     const targets = tags.length > 0 ? tags.map((t) => fullRef(file, where, t)) : [untagged(file, where, opts)];
     for (const t of targets) {
-      for (const f of [config, ...layers]) plan.blobs.push({ entry: f.name, digest: f.digest, size: f.size, repository: t.repository });
-      plan.manifests.push({ digest, mediaType: MT_DOCKER_MANIFEST, bytes, repository: t.repository });
+      const where = whereOf(t);
+      for (const f of [config, ...layers]) plan.blobs.push({ entry: f.name, digest: f.digest, size: f.size, ...where });
+      plan.manifests.push({ digest, mediaType: MT_DOCKER_MANIFEST, bytes, ...where });
       plan.images.push({ ...t, digest, mediaType: MT_DOCKER_MANIFEST, size: bytes.length, authored: true });
     }
   });
@@ -101,7 +110,7 @@ function dockerManifest(config: ScannedFile, layers: ScannedFile[]): Record<stri
 }
 
 /** Where an index entry lands: a full reference, or a bare tag under --repository. */
-function nameOf(file: string, d: Descriptor, opts: PlanOptions): { repository: string; tag?: string } {
+function nameOf(file: string, d: Descriptor, opts: PlanOptions): Target {
   const where = `index.json ${d.digest}`;
   const full = d.annotations?.[CONTAINERD_NAME];
   if (full !== undefined) return fullRef(file, where, full);
@@ -122,13 +131,18 @@ function untagged(file: string, where: string, opts: PlanOptions): { repository:
   return { repository: repositoryOf(opts.repository) };
 }
 
-function fullRef(file: string, where: string, raw: string): { repository: string; tag?: string } {
+function fullRef(file: string, where: string, raw: string): Target {
   try {
     const ref = parseImageRef(raw);
-    return ref.tag === undefined ? { repository: ref.repository } : { repository: ref.repository, tag: ref.tag };
+    return { registry: ref.registry, repository: ref.repository, ...(ref.tag !== undefined ? { tag: ref.tag } : {}) };
   } catch (err) {
     throw new ImportError(file, where, (err as Error).message);
   }
+}
+
+/** A target without its tag: what a blob or manifest records of where it came in. */
+function whereOf(t: Target): Named & { repository: string } {
+  return { repository: t.repository, ...(t.registry !== undefined ? { registry: t.registry } : {}) };
 }
 
 /** `--repository nginx` means Docker's `library/nginx`, as `docker pull nginx` does. */
@@ -138,10 +152,11 @@ export function repositoryOf(raw: string): string {
 
 /** Every `blobs/<alg>/<hex>` must hash to the digest its name gives: checked here, before any write. */
 function checkBlobNames(file: string, scan: Scan): void {
-  for (const f of scan.values()) {
-    const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(f.name);
+  // By entry name, not f.name: a symlink under blobs/ must hash to its own name too.
+  for (const [name, f] of scan) {
+    const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name);
     if (!m) continue;
-    if (`${m[1]}:${m[2]}` !== f.digest) throw new ImportError(file, f.name, `bytes do not match the digest its name gives (they hash to ${f.digest})`);
+    if (`${m[1]}:${m[2]}` !== f.digest) throw new ImportError(file, name, `bytes do not match the digest its name gives (they hash to ${f.digest})`);
   }
 }
 

@@ -15,7 +15,12 @@ export async function importThroughServer(path: string, target: ImportTarget, ba
   const body = await bodyOf(path);
   let sent = 0;
   body.on('data', (c: Buffer) => progress({ pass: 1, bytes: (sent += c.length) }));
-  const q = new URLSearchParams({ upstream: target.upstream, name: path, ...(target.repository !== undefined ? { repository: target.repository } : {}) });
+  // No upstream parameter when --upstream was not given: the server then places each image by its name's registry, as a local import does.
+  const q = new URLSearchParams({
+    ...(target.byRegistry === undefined ? { upstream: target.upstream } : {}),
+    name: path,
+    ...(target.repository !== undefined ? { repository: target.repository } : {}),
+  });
   let res;
   try {
     res = await request(`${baseUrl}/admin/import?${q.toString()}`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar', ...adminHeaders(adminToken) } });

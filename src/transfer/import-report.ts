@@ -5,7 +5,8 @@ export function formatSummary(summaries: readonly ImportSummary[]): string {
   const lines: string[] = [];
   for (const s of summaries) {
     for (const img of s.images) {
-      const name = img.tag !== undefined ? `${img.repository}:${img.tag}` : `${img.repository} (by digest only)`;
+      const repo = img.upstream !== undefined ? `${img.upstream}/${img.repository}` : img.repository;
+      const name = img.tag !== undefined ? `${repo}:${img.tag}` : `${repo} (by digest only)`;
       const note = img.authored ? ' (manifest built by Gantry from a legacy docker save)' : '';
       lines.push(`imported ${name} ${img.digest}${note}`);
     }

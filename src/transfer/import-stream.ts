@@ -19,7 +19,7 @@ export async function importStream(body: ReadableStream<Uint8Array>, cache: Impo
   try {
     await pipeline(Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(spool));
     const source = tarSource(spool);
-    return await importArchive({ label, forEachFile: (onFile) => source.forEachFile(onFile).catch((err: unknown) => Promise.reject(relabel(err, spool, label))) }, cache, target);
+    return await importArchive({ label, forEachFile: (onFile, onLink) => source.forEachFile(onFile, onLink).catch((err: unknown) => Promise.reject(relabel(err, spool, label))) }, cache, target);
   } finally {
     await rm(spool, { force: true });
   }

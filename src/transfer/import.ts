@@ -7,11 +7,24 @@ import { planImport, type ImportPlan, type PlanOptions, type PlannedBlob } from 
 /** The part of the cache an import writes through: ingest is the one verified write path. */
 export type ImportCache = Pick<ContentCache, 'stat' | 'ingest' | 'ingestBytes' | 'putTag'>;
 
-export type ImportTarget = PlanOptions & { upstream: string };
+/**
+ * Where images land. `upstream`: the upstream named with --upstream, or the default one. When
+ * --upstream was not given, `byRegistry` lists the configured upstream hosts: an image whose name
+ * gives one of them (`ghcr.io/org/app:1.2`, as `gantry export` writes it) lands under that
+ * upstream, the rest under `upstream`. Without it, a mixed archive's images would all land under
+ * the default upstream and a client asking `ghcr.io` for them would miss.
+ */
+export type ImportTarget = PlanOptions & { upstream: string; byRegistry?: readonly string[] };
+
+/** The upstream host an image (or blob, manifest) named with `registry` lands under. */
+export function upstreamFor(target: ImportTarget, registry: string | undefined): string {
+  return registry !== undefined && target.byRegistry?.includes(registry) === true ? registry : target.upstream;
+}
 /** Bytes read so far of the current pass (`pass` 1 hashes and checks, pass 2 writes). */
 export type ImportProgress = (e: { pass: 1 | 2; bytes: number }) => void;
 
-export type ImportedImage = { repository: string; tag?: string; digest: Digest; mediaType: string; authored: boolean };
+/** `upstream` is set when the image's own name chose it (not the --upstream / default one). */
+export type ImportedImage = { repository: string; tag?: string; digest: Digest; mediaType: string; authored: boolean; upstream?: string };
 export type ImportSummary = {
   archive: string;
   format: ImportPlan['format'];
@@ -46,20 +59,28 @@ export async function importArchive(source: ArchiveSource, cache: ImportCache, t
       return;
     }
     wanted.delete(name);
-    await writeBlob(cache, blob, body, { file: source.label, upstream: target.upstream }, (n) => progress({ pass: 2, bytes: (read += n) }));
+    await writeBlob(cache, blob, body, { file: source.label, upstream: upstreamFor(target, blob.registry) }, (n) => progress({ pass: 2, bytes: (read += n) }));
     summary.blobsNew++;
     summary.bytesNew += blob.size;
   });
   const missing = wanted.keys().next();
   if (!missing.done) throw new ImportError(source.label, missing.value, 'changed between the two passes over the archive');
   for (const m of plan.manifests) {
-    await cache.ingestBytes(m.digest, m.bytes, { kind: 'manifest', mediaType: m.mediaType, upstream: target.upstream, repo: m.repository, restricted: false });
+    await cache.ingestBytes(m.digest, m.bytes, { kind: 'manifest', mediaType: m.mediaType, upstream: upstreamFor(target, m.registry), repo: m.repository, restricted: false });
   }
   for (const img of plan.images) {
+    const upstream = upstreamFor(target, img.registry);
     if (img.tag !== undefined) {
-      await cache.putTag(target.upstream, img.repository, img.tag, { digest: img.digest, mediaType: img.mediaType, size: img.size, checkedAt: Date.now(), restricted: false });
+      await cache.putTag(upstream, img.repository, img.tag, { digest: img.digest, mediaType: img.mediaType, size: img.size, checkedAt: Date.now(), restricted: false });
     }
-    summary.images.push({ repository: img.repository, ...(img.tag !== undefined ? { tag: img.tag } : {}), digest: img.digest, mediaType: img.mediaType, authored: img.authored });
+    summary.images.push({
+      repository: img.repository,
+      ...(img.tag !== undefined ? { tag: img.tag } : {}),
+      digest: img.digest,
+      mediaType: img.mediaType,
+      authored: img.authored,
+      ...(upstream !== target.upstream ? { upstream } : {}),
+    });
   }
   return summary;
 }

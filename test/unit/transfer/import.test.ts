@@ -2,11 +2,13 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files } from '../../fixtures/archives.ts';
 import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
 import { openArchive } from '../../../src/transfer/archive-source.ts';
 import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
+import { formatSummary } from '../../../src/transfer/import-report.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
 import { tempCache, readBody, type TempCache } from '../support.ts';
 
@@ -68,6 +70,34 @@ describe('gantry import: format readers', () => {
       const again = await run(c, file);
       assert.equal(again.blobsNew, 0);
       assert.equal(again.blobsPresent, 3);
+    });
+  });
+
+  it('without --upstream, each image lands under the upstream its name gives (a mixed `gantry export`), else the default; --upstream puts them all under one', async () => {
+    const hub = buildImage({ format: 'oci', seed: 'mixed-hub' });
+    const other = buildImage({ format: 'oci', seed: 'mixed-other' });
+    const unknown = buildImage({ format: 'oci', seed: 'mixed-unknown' });
+    const file = await archive('mixed.tar', ociLayout([
+      { image: hub, refName: 'docker.io/test/hub:1' },
+      { image: other, refName: 'registry.example.com/test/other:2' },
+      { image: unknown, refName: '127.0.0.1:5000/test/unknown:3' },
+    ]));
+    const hosts = ['docker.io', 'registry.example.com'];
+    await withCache(async (c) => {
+      const s = await importArchive(await openArchive(file), c.cache, { upstream: 'docker.io', byRegistry: hosts });
+      assert.deepEqual(s.images.map((i) => [i.upstream, i.repository, i.tag]), [[undefined, 'test/hub', '1'], ['registry.example.com', 'test/other', '2'], [undefined, 'test/unknown', '3']]);
+      assert.equal((await c.cache.getTag('docker.io', 'test/hub', '1'))?.digest, hub.manifestDigest);
+      assert.equal((await c.cache.getTag('registry.example.com', 'test/other', '2'))?.digest, other.manifestDigest);
+      assert.equal(await c.cache.getTag('docker.io', 'test/other', '2'), undefined, 'not under the default upstream as well');
+      assert.equal((await c.cache.getTag('docker.io', 'test/unknown', '3'))?.digest, unknown.manifestDigest, 'a registry with no upstream: the default');
+      assert.match(formatSummary([s]), /^imported registry\.example\.com\/test\/other:2 sha256:/m);
+      assert.match(formatSummary([s]), /^imported test\/hub:1 sha256:/m);
+    });
+    await withCache(async (c) => {
+      await importArchive(await openArchive(file), c.cache, { upstream: 'registry.example.com' });
+      for (const [repo, tag, img] of [['test/hub', '1', hub], ['test/other', '2', other], ['test/unknown', '3', unknown]] as const) {
+        assert.equal((await c.cache.getTag('registry.example.com', repo, tag))?.digest, img.manifestDigest, `--upstream: ${repo}:${tag}`);
+      }
     });
   });
 
@@ -133,6 +163,43 @@ describe('gantry import: format readers', () => {
     });
   });
 
+  it('a legacy docker save whose layer is a symlink to another image\'s (dockerd 20.10, one layer on two parent chains)', async () => {
+    const shared = makeTar({ 'etc/shared': 'shared\n' });
+    const a = buildImage({ format: 'docker', seed: 'link-a', layers: [gzipSync(makeTar({ 'etc/a': 'a\n' })), gzipSync(shared)] });
+    const b = buildImage({ format: 'docker', seed: 'link-b', layers: [gzipSync(makeTar({ 'etc/b': 'b\n' })), gzipSync(shared)] });
+    const ids = { a0: 'a0'.repeat(32), a1: 'a1'.repeat(32), b0: 'b0'.repeat(32), b1: 'b1'.repeat(32) };
+    const [ca, la0, la1] = a.blobs;
+    const [cb, lb0] = b.blobs;
+    assert.ok(ca && la0 && la1 && cb && lb0);
+    // As dockerd 20.10 writes it: the second image's copy of the shared layer links to the first's.
+    const entries: Entry[] = [
+      { name: 'a.json', data: ca.bytes },
+      { name: `${ids.a0}/layer.tar`, data: la0.bytes },
+      { name: `${ids.a1}/layer.tar`, data: la1.bytes },
+      { name: 'b.json', data: cb.bytes },
+      { name: `${ids.b0}/layer.tar`, data: lb0.bytes },
+      { name: `${ids.b1}/layer.tar`, header: { type: 'symlink', linkname: `../${ids.a1}/layer.tar` } },
+      {
+        name: 'manifest.json',
+        data: Buffer.from(
+          JSON.stringify([
+            { Config: 'a.json', RepoTags: ['x/a:1'], Layers: [`${ids.a0}/layer.tar`, `${ids.a1}/layer.tar`] },
+            { Config: 'b.json', RepoTags: ['x/b:1'], Layers: [`${ids.b0}/layer.tar`, `${ids.b1}/layer.tar`] },
+          ]),
+        ),
+      },
+    ];
+    const file = await archive('legacy-symlink.tar', entries);
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.deepEqual(s.images.map((i) => `${i.repository}:${i.tag ?? ''}`), ['x/a:1', 'x/b:1']);
+      const mb = JSON.parse((await cachedBytes(c, s.images[1]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ digest: string }> };
+      assert.deepEqual(mb.layers.map((l) => l.digest), [lb0.digest, la1.digest], 'x/b\'s second layer is the shared one');
+      assert.deepEqual(await cachedBytes(c, la1.digest), la1.bytes);
+      assert.equal(s.blobsNew, 5, 'two configs, three distinct layers');
+    });
+  });
+
   it('a legacy docker save with an uncompressed layer types it .tar', async () => {
     const base = buildImage({ format: 'docker', seed: 'plain' });
     const plain = makeTar({ 'etc/plain': 'not gzipped\n' });
@@ -174,7 +241,22 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
     },
     { name: 'a ../ path', make: () => archive('dotdot.tar', [...entriesOf(good()), { name: '../escape', data: Buffer.from('x') }]), error: /dotdot\.tar: entry "\.\.\/escape": path leaves the archive/ },
     { name: 'an absolute path', make: () => archive('abs.tar', [{ name: '/etc/evil', data: Buffer.from('x') }, ...entriesOf(good())]), error: /abs\.tar: entry "\/etc\/evil": absolute or unsafe path/ },
-    { name: 'a symlink', make: () => archive('symlink.tar', [...entriesOf(good()), { name: 'link', header: { type: 'symlink', linkname: '/etc/passwd' } }]), error: /symlink\.tar: entry "link": symlink entries are not accepted/ },
+    { name: 'a symlink to an absolute path', make: () => archive('symlink.tar', [...entriesOf(good()), { name: 'link', header: { type: 'symlink', linkname: '/etc/passwd' } }]), error: /symlink\.tar: entry "link": symlink to "\/etc\/passwd": absolute or unsafe target/ },
+    { name: 'a symlink that climbs out of the archive', make: () => archive('symlink-out.tar', [...entriesOf(good()), { name: 'a/link', header: { type: 'symlink', linkname: '../../etc/passwd' } }]), error: /symlink-out\.tar: entry "a\/link": symlink to "\.\.\/\.\.\/etc\/passwd" leaves the archive/ },
+    { name: 'a symlink to nothing in the archive', make: () => archive('symlink-dangling.tar', [...entriesOf(good()), { name: 'a/link', header: { type: 'symlink', linkname: '../missing' } }]), error: /symlink-dangling\.tar: entry "a\/link": symlink to "missing", which is not a regular file in the archive/ },
+    { name: 'a symlink loop', make: () => archive('symlink-loop.tar', [...entriesOf(good()), { name: 'x', header: { type: 'symlink', linkname: 'y' } }, { name: 'y', header: { type: 'symlink', linkname: 'x' } }]), error: /symlink-loop\.tar: entry "x": symlink to "y", which is not a regular file in the archive/ },
+    {
+      name: 'a blob symlink to another blob',
+      make: () => {
+        const [config, layer] = img.blobs;
+        assert.ok(config && layer);
+        const files = good();
+        const layerEntry = `blobs/${layer.digest.replace(':', '/')}`;
+        delete files[layerEntry];
+        return archive('symlink-blob.tar', [...entriesOf(files), { name: layerEntry, header: { type: 'symlink', linkname: config.digest.slice('sha256:'.length) } }]);
+      },
+      error: /symlink-blob\.tar: entry "blobs\/sha256\/[0-9a-f]+": bytes do not match the digest its name gives/,
+    },
     { name: 'a hardlink', make: () => archive('hardlink.tar', [...entriesOf(good()), { name: 'hard', header: { type: 'link', linkname: 'index.json' } }]), error: /hardlink\.tar: entry "hard": link entries are not accepted/ },
     { name: 'an unknown format', make: () => archive('unknown.tar', { 'hello.txt': 'hi' }), error: /unknown\.tar: unknown format/ },
     { name: 'not a tar at all', make: async () => { const f = path.join(work, 'garbage.tar'); await writeFile(f, Buffer.alloc(3000, 7)); return f; }, error: /garbage\.tar: / },
