@@ -277,3 +277,18 @@ test('the README\'s prefetch workflow, run as written: amd64 only, both images p
     await stop(g);
   }
 });
+
+test('on a TTY the CLI draws a bar per image (cli-progress), then the summary', async () => {
+  const g = await gantryOn(fwd, path.join(tmp, 'tty'));
+  try {
+    // util-linux `script` gives the command a pseudo-terminal and copies what it draws to stdout.
+    const cmd = `stty cols 200; bin/gantry prefetch docker.io/fx/small:v1 docker.io/fx/multi:v1 --url ${g.url}`;
+    const r = await execFileP('script', ['-qefc', cmd, '/dev/null'], { timeout: 60_000, env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LOG_LEVEL: 'warn' } });
+    const screen = r.stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    assert.match(screen, /docker\.io\/fx\/small:v1 \[[=\-\u2588\u2591]+\] 100% \d+\/\d+ bytes done/);
+    assert.match(screen, /docker\.io\/fx\/multi:v1 \[[=\-\u2588\u2591]+\] 100% \d+\/\d+ bytes done/);
+    assert.match(screen, /prefetch job [0-9a-f]+: 2 image\(s\) done/);
+  } finally {
+    await stop(g);
+  }
+});
