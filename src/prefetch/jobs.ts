@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RegistryError } from '../oci/errors.ts';
+import { FillError } from '../proxy/fill.ts';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.ts';
 import { parsePlatform } from '../oci/manifest.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -7,6 +10,13 @@ import type { RecordStore } from '../store/index-store.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
 import { ImageFetch, type ImageFetchDeps } from './image-fetch.ts';
 import { isFinished, isPrefetchJob, jobStateOf, newJob, PrefetchInputError, type PrefetchImage, type PrefetchJob, type PrefetchRequest } from './job.ts';
+
+/**
+ * Before giving an image up on an upstream outage (down, 5xx, 429, cut transfers): about two
+ * minutes of waits, the breaker probing meanwhile, so a link that drops for a moment does not
+ * fail a night's prefetch, and one that stays down does not hold the queue for long.
+ */
+const RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 60_000];
 
 /** Finished jobs kept for `GET /admin/prefetch`; older ones are deleted. */
 const KEPT_FINISHED_JOBS = 100;
@@ -19,6 +29,8 @@ export type PrefetchJobsOptions = ImageFetchDeps & {
   metrics: Metrics;
   log: Logger;
   now?: () => Date;
+  /** Waits before each retry of an image that failed on an outage (tests shorten them). */
+  retryDelaysMs?: readonly number[];
 };
 
 /**
@@ -36,10 +48,12 @@ export class PrefetchJobs {
   private started = false;
   private readonly opts: PrefetchJobsOptions;
   private readonly now: () => Date;
+  private readonly retryDelaysMs: readonly number[];
 
   constructor(opts: PrefetchJobsOptions) {
     this.opts = opts;
     this.now = opts.now ?? (() => new Date());
+    this.retryDelaysMs = opts.retryDelaysMs ?? RETRY_DELAYS_MS;
   }
 
   /** Load persisted jobs; unfinished ones are queued again (an image cut off mid-way starts over, cheaply). */
@@ -149,9 +163,23 @@ export class PrefetchJobs {
     let fetch: ImageFetch | undefined;
     try {
       const ref = parseImageRef(image.ref);
-      fetch = new ImageFetch(this.opts.resolve(ref), ref, { platforms: job.platforms.map(parsePlatform), pin: job.pin }, this.opts);
-      this.running = { image, fetch };
-      await fetch.run(this.stop.signal);
+      const target = this.opts.resolve(ref);
+      const options = { platforms: job.platforms.map(parsePlatform), pin: job.pin };
+      for (let attempt = 0; ; attempt++) {
+        fetch = new ImageFetch(target, ref, options, this.opts);
+        this.running = { image, fetch };
+        try {
+          await fetch.run(this.stop.signal);
+          break;
+        } catch (err) {
+          // An upstream down or busy for a while is ridden out (what is cached stays cached); anything else fails now.
+          const delay = this.retryDelaysMs[attempt];
+          if (this.stop.signal.aborted || delay === undefined || !isTransient(err)) throw err;
+          image.error = `${(err as Error).message} (attempt ${attempt + 1}; retrying in ${delay / 1000} s)`;
+          this.opts.log.warn({ job: job.id, ref: image.ref, err: (err as Error).message, retryInMs: delay }, 'prefetch of an image will be retried');
+          await sleep(delay, undefined, { signal: this.stop.signal });
+        }
+      }
       image.state = 'done';
       delete image.error;
     } catch (err) {
@@ -196,6 +224,15 @@ export class PrefetchJobs {
   private updateGauge(): void {
     this.opts.metrics.prefetchQueuedJobs.set(this.queue.length);
   }
+}
+
+/** An outage rather than an answer: the upstream unreachable, 5xx, rate limiting, a cut or timed-out transfer, the cache briefly unwritable. */
+export function isTransient(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof RegistryError) return e.code === 'UNAVAILABLE' || e.code === 'TOOMANYREQUESTS';
+    if (e instanceof FillError) return e.outcome === 'upstream_error' || e.outcome === 'timeout' || e.outcome === 'write_error';
+  }
+  return false;
 }
 
 function progressOf(fetch: ImageFetch): Pick<PrefetchImage, 'digest' | 'blobs' | 'blobsDone' | 'bytes' | 'bytesDone'> {

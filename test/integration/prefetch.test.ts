@@ -292,3 +292,23 @@ test('on a TTY the CLI draws a bar per image (cli-progress), then the summary', 
     await stop(g);
   }
 });
+
+test('an upstream that is down when the prefetch starts and comes back: the image is retried and the job finishes', async () => {
+  const flaky = await startCountingForwarder({ target: 'http://127.0.0.1:9' });
+  const g = await gantryOn(flaky, path.join(tmp, 'outage'));
+  try {
+    const job = await submit(g, { images: ['fx/small:v1'] });
+    const retrying = await waitFor('the image to be retried', async () => {
+      const image = (await jobOf(g, job.id)).images[0];
+      return image?.state === 'running' && image.error?.includes('retrying') ? image : undefined;
+    }, { timeoutMs: 10_000, intervalMs: 50 });
+    assert.match(retrying.error ?? '', /upstream/);
+    flaky.setTarget(registry.url);
+    const done = await finished(g, job.id, 45_000);
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    assert.equal(done.images[0]?.error, undefined);
+  } finally {
+    await stop(g);
+    await flaky.stop();
+  }
+});

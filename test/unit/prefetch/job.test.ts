@@ -1,5 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { RegistryError } from '../../../src/oci/errors.ts';
+import { FillError } from '../../../src/proxy/fill.ts';
+import { isTransient } from '../../../src/prefetch/jobs.ts';
 import { isPrefetchJob, jobStateOf, newJob, parsePrefetchRequest, PrefetchInputError, type PrefetchImage } from '../../../src/prefetch/job.ts';
 
 function image(state: PrefetchImage['state']): PrefetchImage {
@@ -53,5 +56,19 @@ describe('job state', () => {
     assert.ok(!isPrefetchJob({ ...job, images: [{ ...job.images[0], bytes: '1' }] }));
     assert.ok(!isPrefetchJob({ ...job, platforms: [1] }));
     assert.ok(!isPrefetchJob('abc'));
+  });
+});
+
+describe('isTransient: which failures a prefetch rides out', () => {
+  test('outages and cut transfers are retried; answers (unknown, denied, bad data) are not', () => {
+    const wrapped = (cause: unknown): Error => new Error('blob sha256:…: …', { cause });
+    assert.ok(isTransient(wrapped(new RegistryError('UNAVAILABLE', { status: 502 }))));
+    assert.ok(isTransient(wrapped(new RegistryError('TOOMANYREQUESTS'))));
+    assert.ok(isTransient(wrapped(new FillError('upstream_error', 'socket hang up'))));
+    assert.ok(isTransient(wrapped(new FillError('timeout', 'body timeout'))));
+    assert.ok(!isTransient(wrapped(new RegistryError('MANIFEST_UNKNOWN'))));
+    assert.ok(!isTransient(wrapped(new RegistryError('DENIED'))));
+    assert.ok(!isTransient(wrapped(new FillError('digest_mismatch', 'bytes hash to …'))));
+    assert.ok(!isTransient(new Error('no manifest for linux/s390x in its index')));
   });
 });
