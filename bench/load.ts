@@ -125,6 +125,10 @@ export type LoadResult = {
   p99Ms: number;
   /** Non-200 answers, wrong body sizes, socket errors. */
   errors: number;
+  /** Response bytes read during the measured run, headers and unfinished responses included (wrk's "MB read", 3 significant digits). */
+  bytesRead?: number;
+  /** Length of the measured run as wrk reports it. */
+  runMs?: number;
   note?: string;
 };
 
@@ -136,6 +140,8 @@ export type LoadSpec = {
   durationMs: number;
   /** Expected body size, checked by the undici loop. */
   bodyBytes: number;
+  /** wrk: a request not answered within this long is an error, and its latency is not recorded (default 5 s). */
+  timeoutMs?: number;
 };
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -219,18 +225,19 @@ function wrkMs(value: string, unit: string): number {
 export async function wrkLoad(spec: LoadSpec, threads: number): Promise<LoadResult> {
   if (WRK_BIN === undefined) throw new Error(WRK_INSTALL_HINT);
   const t = Math.max(1, Math.min(threads, spec.connections));
-  const common = [`-t${t}`, `-c${spec.connections}`, '--timeout', '5s'];
+  const timeoutS = Math.max(1, Math.ceil((spec.timeoutMs ?? 5000) / 1000));
+  const common = [`-t${t}`, `-c${spec.connections}`, '--timeout', `${timeoutS}s`];
   for (const [k, v] of Object.entries(spec.headers)) common.push('-H', `${k}: ${v}`);
   const run = async (ms: number, latency: boolean): Promise<string> => {
     const secs = Math.max(1, Math.round(ms / 1000));
     const args = [...common, `-d${secs}s`, ...(latency ? ['--latency'] : []), spec.url];
-    const { stdout } = await execFileP(WRK_BIN, args, { timeout: secs * 1000 + 20_000, maxBuffer: 1 << 20 });
+    const { stdout } = await execFileP(WRK_BIN, args, { timeout: (secs + timeoutS) * 1000 + 20_000, maxBuffer: 1 << 20 });
     return stdout;
   };
   if (spec.warmupMs > 0) await run(spec.warmupMs, false);
   const out = await run(spec.durationMs, true);
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
-  const total = /(\d+) requests in/.exec(out);
+  const total = /(\d+) requests in ([\d.]+)(us|ms|s|m), ([\d.]+)([KMGT]?B) read/.exec(out);
   const p = (q: string): number => {
     const m = new RegExp(`^\\s+${q}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(out);
     return m ? wrkMs(m[1] ?? '', m[2] ?? '') : NaN;
@@ -246,6 +253,7 @@ export async function wrkLoad(spec: LoadSpec, threads: number): Promise<LoadResu
     p50Ms: p('50'),
     p99Ms: p('99'),
     errors: (non2xx ? Number(non2xx[1]) : 0) + sockErrors,
+    ...(total ? { runMs: wrkMs(total[2] ?? '', total[3] ?? ''), bytesRead: Number(total[4]) * 1024 ** ['B', 'KB', 'MB', 'GB', 'TB'].indexOf(total[5] ?? 'B') } : {}),
   };
 }
 

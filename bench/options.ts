@@ -126,3 +126,74 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     deadlineMs: (quick ? 4 : 20) * 60_000,
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// bench/serve.ts: warm cache hits, Gantry vs nginx serving the same files
+
+export type ServeOptions = {
+  quick: boolean;
+  /** Measured duration of each wrk run, after warmupMs. */
+  durationMs: number;
+  warmupMs: number;
+  connections: number;
+  /** Alternating gantry/nginx rounds of each wrk run; each server's best req/s is kept. */
+  rounds: number;
+  /** Alternating curl runs per server on the 100 MiB blob; the best is kept. */
+  curlRuns: number;
+  /** Before starting, wait up to this long for other processes to leave the CPU alone (0: don't). */
+  waitIdleMs: number;
+  /** Whole-run deadline; past it the bench stops everything and exits 1. */
+  deadlineMs: number;
+};
+
+export const SERVE_USAGE = `usage: node bench/serve.ts [--quick] [options]     (npm run bench:serve -- [options])
+
+Warm cache hits: Gantry (default log level) vs nginx (sendfile off) serving the same cached files.
+
+  --quick                 2 s wrk runs (p99 over 2 s is not comparable to the targets: see bench/README.md)
+  --duration SECONDS      measured seconds per wrk run                  (default 10, quick 2)
+  --connections N         wrk connections                               (default 64)
+  --rounds N              alternating gantry/nginx rounds per case, best req/s kept (default 1)
+  --curl-runs N           alternating curl runs per server, best kept   (default 3)
+  --wait-idle SECONDS     first wait up to this long for other processes to go quiet
+                          (< 0.15 cores for 3 s)                         (env BENCH_WAIT_IDLE, default 0)`;
+
+export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): ServeOptions | 'help' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        quick: { type: 'boolean' },
+        duration: { type: 'string' },
+        connections: { type: 'string' },
+        rounds: { type: 'string' },
+        'curl-runs': { type: 'string' },
+        'wait-idle': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values['help'] === true) return 'help';
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const quick = values['quick'] === true;
+  const durationS = int(str('duration'), '--duration', quick ? 2 : 10, 1, 120);
+  const rounds = int(str('rounds'), '--rounds', 1, 1, 10);
+  const curlRuns = int(str('curl-runs'), '--curl-runs', 3, 1, 20);
+  const waitIdleMs = int(str('wait-idle') ?? env['BENCH_WAIT_IDLE'], '--wait-idle', 0, 0, 600) * 1000;
+  // 4 wrk cases x 2 servers x rounds x (1 s warm-up + the run + wrk's start and stop), curl, set-up.
+  const deadlineMs = 8 * rounds * (durationS + 4) * 1000 + curlRuns * 2 * 20_000 + waitIdleMs + 4 * 60_000;
+  return {
+    quick,
+    durationMs: durationS * 1000,
+    warmupMs: 1000,
+    connections: int(str('connections'), '--connections', 64, 1, 1024),
+    rounds,
+    curlRuns,
+    waitIdleMs,
+    deadlineMs,
+  };
+}

@@ -103,6 +103,8 @@ type LaunchSpec = {
   isNotable: (line: string) => boolean;
   /** stop(): how long SIGTERM has before SIGKILL. */
   graceMs: number;
+  /** Own process group, so a SIGKILL after the grace period also reaches its children (nginx's workers). */
+  group?: boolean;
 };
 
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
@@ -135,6 +137,7 @@ async function launch(spec: LaunchSpec, port: number): Promise<MirrorProcess> {
     pollMs: 50,
     settleMs: 50,
     graceMs: spec.graceMs,
+    ...(spec.group === true ? { group: true } : {}),
   });
   return {
     name: spec.name,
@@ -149,6 +152,10 @@ async function launch(spec: LaunchSpec, port: number): Promise<MirrorProcess> {
 
 /** pino JSON at warn (40) or above, or anything that is not JSON (a crash trace). */
 function gantryNotable(line: string): boolean {
+  // At the default level (info) every request logs a line: read the level without parsing the JSON,
+  // so the bench process spends little of the CPU it shares with the server under test on them.
+  const lead = /^\{"level":(\d+),/.exec(line);
+  if (lead) return Number(lead[1]) >= 40;
   try {
     const rec = JSON.parse(line) as { level?: unknown };
     return typeof rec.level === 'number' ? rec.level >= 40 : true;
@@ -258,6 +265,114 @@ export async function startBaselineProxy(remoteUrl: string): Promise<MirrorProce
   }
 }
 
+export const NGINX_BIN = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'].find((p) => existsSync(p));
+export const NGINX_INSTALL_HINT = 'nginx not found: apt-get update && apt-get install -y nginx-light  (or nginx)';
+
+export type NginxSpec = {
+  /** Gantry's cache directory: blobs and manifests are files at `<cacheDir>/blobs/sha256/<2 hex>/<hex>`. */
+  cacheDir: string;
+  /** Content-Type of every `/v2/<repo>/manifests/sha256:<hex>` answer (the bench serves one manifest). */
+  manifestMediaType: string;
+};
+
+/**
+ * nginx.conf for serving Gantry's cache files at the registry's URLs. Close to a default install
+ * (worker_processes auto, an access log in the combined format, keep-alive 65 s) except that
+ * `sendfile` is off: Gantry reads files into user space too, so that is the like-for-like yardstick.
+ */
+export function renderNginxConfig(spec: NginxSpec, prefix: string, port: number, runAsRoot: boolean): string {
+  const files = path.join(spec.cacheDir, 'blobs', 'sha256');
+  // Digests are fixed-length hex, so the captures cannot name anything outside the cache directory.
+  const byDigest = (kind: string): string => `^/v2/.+/${kind}/sha256:(?<p2>[0-9a-f]{2})(?<rest>[0-9a-f]{62})$`;
+  return `# written by bench/serve.ts
+daemon off;
+master_process on;
+worker_processes auto;
+pid ${path.join(prefix, 'nginx.pid')};
+error_log stderr warn;
+${runAsRoot ? 'user root;  # workers must read the cache directory (mode 0700, owned by root)\n' : ''}
+events {
+  worker_connections 1024;
+}
+
+http {
+  types {}
+  default_type application/octet-stream;
+  sendfile off;
+  keepalive_timeout 65;
+  access_log ${path.join(prefix, 'access.log')} combined;
+  client_body_temp_path ${path.join(prefix, 'client_body')};
+  proxy_temp_path ${path.join(prefix, 'proxy')};
+  fastcgi_temp_path ${path.join(prefix, 'fastcgi')};
+  uwsgi_temp_path ${path.join(prefix, 'uwsgi')};
+  scgi_temp_path ${path.join(prefix, 'scgi')};
+
+  server {
+    listen 127.0.0.1:${port};
+
+    location = /v2/ {
+      default_type application/json;
+      return 200 '{}';
+    }
+    location ~ "${byDigest('blobs')}" {
+      default_type application/octet-stream;
+      alias ${files}/$p2/$p2$rest;
+      add_header Docker-Content-Digest sha256:$p2$rest;
+    }
+    location ~ "${byDigest('manifests')}" {
+      default_type ${spec.manifestMediaType};
+      alias ${files}/$p2/$p2$rest;
+      add_header Docker-Content-Digest sha256:$p2$rest;
+    }
+    location / {
+      return 404;
+    }
+  }
+}
+`;
+}
+
+/**
+ * nginx in the foreground (`daemon off`) under its own temp prefix, serving the files of Gantry's
+ * cache directory; stop() stops it by PID (SIGTERM, then SIGKILL to its group) and removes the prefix.
+ */
+export async function startNginx(spec: NginxSpec): Promise<MirrorProcess & { accessLog: string; configPath: string }> {
+  if (NGINX_BIN === undefined) throw new Error(NGINX_INSTALL_HINT);
+  const bin = NGINX_BIN;
+  const prefix = await mkdtemp(path.join(tmpdir(), 'nginx-bench-'));
+  try {
+    const configPath = path.join(prefix, 'nginx.conf');
+    const proc = await onFreePort(async (port) => {
+      await writeFile(configPath, renderNginxConfig(spec, prefix, port, process.getuid?.() === 0));
+      return launch(
+        {
+          name: 'nginx',
+          command: bin,
+          // -e: the error log before the config is read (else /var/log/nginx/error.log).
+          args: ['-e', 'stderr', '-p', `${prefix}/`, '-c', configPath],
+          env: cleanEnv({}),
+          isNotable: () => true, // stderr at warn and above only
+          graceMs: 5_000,
+          group: true,
+        },
+        port,
+      );
+    });
+    return {
+      ...proc,
+      accessLog: path.join(prefix, 'access.log'),
+      configPath,
+      async stop() {
+        await proc.stop();
+        await rm(prefix, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(prefix, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 export function mib(bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`;
 }
@@ -322,8 +437,21 @@ function pidJiffies(pid: number): number {
   }
 }
 
+/** CPU jiffies of `pid` and its live children (nginx's workers; Gantry has none). */
+function treeJiffies(pid: number): number {
+  let total = pidJiffies(pid);
+  let kids: string[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((k) => k !== '');
+  } catch {
+    // no children file (kernel without CONFIG_PROC_CHILDREN) or gone: the process alone
+  }
+  for (const k of kids) total += treeJiffies(Number(k));
+  return total;
+}
+
 /**
- * Measures, over a window, the cores used by one process of interest (the mirror under test), by
+ * Measures, over a window, the cores used by one process of interest and its children (the server under test), by
  * the bench with all its other children, and by everything else on the machine.
  */
 export class CpuMeter {
@@ -335,7 +463,7 @@ export class CpuMeter {
 
   constructor(pid?: number) {
     this.#pid = pid;
-    this.#proc = pid === undefined ? 0 : pidJiffies(pid);
+    this.#proc = pid === undefined ? 0 : treeJiffies(pid);
   }
 
   /** Cores used since construction: `proc` by the process of interest, `own` by the bench and its other children, `other` by the rest. */
@@ -344,7 +472,7 @@ export class CpuMeter {
     const secs = (performance.now() - this.#t) / 1000;
     const busy = (machineBusyJiffies() - this.#busy) / HZ / secs;
     const ownAll = (ownJiffies() - this.#own) / HZ / secs;
-    const proc = this.#pid === undefined ? 0 : (pidJiffies(this.#pid) - this.#proc) / HZ / secs;
+    const proc = this.#pid === undefined ? 0 : (treeJiffies(this.#pid) - this.#proc) / HZ / secs;
     return { proc, own: Math.max(0, ownAll - proc), other: Math.max(0, busy - ownAll) };
   }
 }
@@ -365,4 +493,58 @@ export async function waitForIdle(maxMs: number, threshold: number): Promise<{ i
     if (quiet >= 3) return { idle: true, other };
   }
   return { idle: false, other };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup on every way out
+
+export type RunGuard = {
+  /** Register a cleanup; they run last-registered first. */
+  defer(f: () => Promise<void>): void;
+  /** Run every registered cleanup (each once; errors are printed, not thrown). */
+  cleanup(): Promise<void>;
+  /** The run ended normally: drop the deadline and the signal handlers. */
+  dispose(): void;
+};
+
+/**
+ * Cleanups that run at the end, on Ctrl-C / SIGTERM (exit 130) and at a whole-run deadline
+ * (exit 1), so no process or temp dir outlives the bench.
+ */
+export function guardRun(deadlineMs: number): RunGuard {
+  const cleanups: Array<() => Promise<void>> = [];
+  const cleanup = async (): Promise<void> => {
+    while (cleanups.length > 0) {
+      const f = cleanups.pop();
+      try {
+        await f?.();
+      } catch (err) {
+        process.stderr.write(`cleanup: ${(err as Error).message}\n`);
+      }
+    }
+  };
+  let stopping = false;
+  const stopAll = (why: string, code: number): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n${why}: stopping everything\n`);
+    void cleanup().finally(() => process.exit(code));
+  };
+  const onInt = (): void => stopAll('SIGINT', 130);
+  const onTerm = (): void => stopAll('SIGTERM', 130);
+  process.once('SIGINT', onInt);
+  process.once('SIGTERM', onTerm);
+  const deadline = setTimeout(() => stopAll(`bench exceeded its ${Math.round(deadlineMs / 1000)} s deadline`, 1), deadlineMs);
+  deadline.unref();
+  return {
+    defer: (f) => {
+      cleanups.push(f);
+    },
+    cleanup,
+    dispose: () => {
+      clearTimeout(deadline);
+      process.removeListener('SIGINT', onInt);
+      process.removeListener('SIGTERM', onTerm);
+    },
+  };
 }

@@ -22,7 +22,8 @@ export const fmt = {
   times: (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}x` : 'n/a'),
 };
 
-function ratio(g: number, b: number): string {
+/** `g/b` as `1.23x`, or n/a. */
+export function ratio(g: number, b: number): string {
   if (!Number.isFinite(g) || !Number.isFinite(b) || b === 0) return 'n/a';
   const r = g / b;
   return `${r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2)}x`;
@@ -32,12 +33,9 @@ export function verdict(pass: boolean | undefined): string {
   return pass === undefined ? '' : pass ? 'PASS' : 'MISS';
 }
 
-/** A plain-text table: section, figure, gantry, baseline, gantry/baseline, target, verdict. */
-export function renderTable(rows: Row[]): string {
-  const header = ['#', 'figure', 'gantry', 'baseline', 'g/b', 'target', ''];
-  const body = rows.map((r) => [r.section, r.figure, r.format(r.gantry), r.format(r.baseline), ratio(r.gantry, r.baseline), r.target, verdict(r.pass)]);
+/** Plain-text columns: each cell padded to its column's width, right-aligned in the `right` columns. */
+export function renderColumns(header: string[], body: string[][], right: ReadonlySet<number>): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((line) => (line[i] ?? '').length)));
-  const right = new Set([2, 3, 4]);
   const line = (cells: string[]): string =>
     cells
       .map((c, i) => (right.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)))
@@ -45,4 +43,11 @@ export function renderTable(rows: Row[]): string {
       .trimEnd();
   const sep = widths.map((w) => '-'.repeat(w)).join('  ');
   return [line(header), sep, ...body.map(line)].join('\n');
+}
+
+/** A plain-text table: section, figure, gantry, baseline, gantry/baseline, target, verdict. */
+export function renderTable(rows: Row[]): string {
+  const header = ['#', 'figure', 'gantry', 'baseline', 'g/b', 'target', ''];
+  const body = rows.map((r) => [r.section, r.figure, r.format(r.gantry), r.format(r.baseline), ratio(r.gantry, r.baseline), r.target, verdict(r.pass)]);
+  return renderColumns(header, body, new Set([2, 3, 4]));
 }
