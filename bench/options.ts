@@ -144,6 +144,8 @@ export type ServeOptions = {
   waitIdleMs: number;
   /** Whole-run deadline; past it the bench stops everything and exits 1. */
   deadlineMs: number;
+  /** Only the cases whose name contains one of these (all when empty); for profiling one path. */
+  only: string[];
 };
 
 export const SERVE_USAGE = `usage: node bench/serve.ts [--quick] [options]     (npm run bench:serve -- [options])
@@ -156,7 +158,9 @@ Warm cache hits: Gantry (default log level) vs nginx (sendfile off) serving the 
   --rounds N              alternating gantry/nginx rounds per case, best req/s kept (default 1)
   --curl-runs N           alternating curl runs per server, best kept   (default 3)
   --wait-idle SECONDS     first wait up to this long for other processes to go quiet
-                          (< 0.15 cores for 3 s)                         (env BENCH_WAIT_IDLE, default 0)`;
+                          (< 0.15 cores for 3 s)                         (env BENCH_WAIT_IDLE, default 0)
+  --only TEXT[,TEXT]      only the cases whose name contains one of these (e.g. "1 MiB", manifest,
+                          curl); with BENCH_GANTRY_NODE=<wrapper adding --cpu-prof>, profiles one path`;
 
 export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): ServeOptions | 'help' {
   let values: Record<string, string | boolean | undefined>;
@@ -171,6 +175,7 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): Serve
         rounds: { type: 'string' },
         'curl-runs': { type: 'string' },
         'wait-idle': { type: 'string' },
+        only: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -180,6 +185,7 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): Serve
   if (values['help'] === true) return 'help';
   const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
   const quick = values['quick'] === true;
+  const only = (str('only') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   const durationS = int(str('duration'), '--duration', quick ? 2 : 10, 1, 120);
   const rounds = int(str('rounds'), '--rounds', 1, 1, 10);
   const curlRuns = int(str('curl-runs'), '--curl-runs', 3, 1, 20);
@@ -195,5 +201,6 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): Serve
     curlRuns,
     waitIdleMs,
     deadlineMs,
+    only,
   };
 }

@@ -182,7 +182,8 @@ async function main(opts: ServeOptions): Promise<number> {
 
     // ---------------------------------------------------------------- wrk
     const results = new Map<Case, Both<LoadResult>>();
-    for (const c of cases) {
+    const chosen = (c: Case): boolean => opts.only.length === 0 || opts.only.some((o) => c.name.includes(o));
+    for (const c of cases.filter(chosen)) {
       log(`${c.name}: wrk -c${opts.connections}, ${opts.durationMs / 1000} s${c.kind === 'manifest' ? ', Accept: <OCI and Docker manifest types>' : ''}`);
       const best = {} as Partial<Both<LoadResult>>;
       for (let round = 0; round < opts.rounds; round++) {
@@ -226,7 +227,7 @@ async function main(opts: ServeOptions): Promise<number> {
     // ---------------------------------------------------------------- curl
     log(`${big.name}: curl -o /dev/null, best of ${opts.curlRuns} (alternating)`);
     const curlRuns: Both<number[]> = { gantry: [], nginx: [] };
-    for (let round = 0; round < opts.curlRuns; round++) {
+    for (let round = 0; round < (chosen(big) ? opts.curlRuns : 0); round++) {
       for (const k of KEYS) {
         const meter = new CpuMeter(servers[k].pid);
         try {

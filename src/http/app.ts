@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { RegistryError, toErrorBody } from '../oci/errors.ts';
 import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } from '../oci/headers.ts';
-import type { Logger } from '../observability/logger.ts';
+import { accessLogger, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
 import type { AppEnv } from './app-env.ts';
@@ -27,6 +27,7 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 /** Wire the middleware, the pull API, the ops endpoints and the one error handler. */
 export function createApp(svc: AppServices): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
+  const access = accessLogger(svc.log);
 
   app.use('*', async (c, next) => {
     const incoming = c.req.header(REQUEST_ID);
@@ -55,7 +56,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
       }
       if (!svc.log.isLevelEnabled('info')) return;
       const path = c.req.path.length > 512 ? `${c.req.path.slice(0, 512)}…` : c.req.path;
-      log().info({ method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
+      access.info({ reqId, method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
     });
     await next();
   });
