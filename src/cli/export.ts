@@ -3,7 +3,6 @@ import { SingleBar, Presets } from 'cli-progress';
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Level } from 'level';
 import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
 import { createCache } from '../gantry.ts';
@@ -12,6 +11,7 @@ import { createLogger } from '../observability/logger.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { planFromCache, summaryOf, writeFromCache, type ExportSummary } from '../transfer/export-images.ts';
 import { exportThrough, fetchThrough } from '../transfer/export-remote.ts';
+import { cacheLocked, serverUrl } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 /**
@@ -44,14 +44,14 @@ export const exportCommand: CliCommand = {
       io.err(`gantry export: ${(err as Error).message}\n`);
       return 2;
     }
-    const url = typeof options['url'] === 'string' ? options['url'].replace(/\/+$/, '') : urlOf(config);
+    const url = serverUrl(config, options);
     // Beside the output, so the rename at the end is atomic and a failure leaves no partial file.
     const temp = join(dirname(output), `.${basename(output)}.${process.pid}.partial`);
     const progress = createProgress(io);
     try {
       await claim(temp, output);
       if (options['fetch'] === true) await fetchThrough(url, refs, platforms, (s) => io.err(`${s}\n`));
-      const summary = (options['fetch'] === true || (await indexIsLocked(config)))
+      const summary = (options['fetch'] === true || (await cacheLocked(config)))
         ? await throughServer(url, refs, platforms, temp, progress, config.adminToken)
         : await fromStoppedCache(config, refs, platforms, temp, progress);
       await rename(temp, output);
@@ -109,33 +109,4 @@ async function fromStoppedCache(config: Config, refs: readonly string[], platfor
 async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress, adminToken: string | undefined): Promise<undefined> {
   await exportThrough(url, refs, platforms, temp, progress, adminToken);
   return undefined;
-}
-
-/**
- * Whether a running Gantry holds the cache's index. Asked before createCache, whose init() clears
- * tmp/ and would cut the running instance's downloads short.
- */
-async function indexIsLocked(config: Config): Promise<boolean> {
-  const db = new Level(join(resolve(config.cacheDir), 'index'), { createIfMissing: false });
-  try {
-    await db.open();
-    await db.close();
-    return false;
-  } catch (err) {
-    if (hasCode(err, 'LEVEL_LOCKED')) return true;
-    // A cache that does not exist yet: the stopped path reports the missing images.
-    return false;
-  }
-}
-
-function hasCode(err: unknown, code: string): boolean {
-  for (let e: unknown = err; typeof e === 'object' && e !== null; e = (e as { cause?: unknown }).cause) {
-    if ((e as { code?: unknown }).code === code) return true;
-  }
-  return false;
-}
-
-function urlOf(config: Config): string {
-  const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host === '::' ? '[::1]' : config.listen.host;
-  return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${config.listen.port}`;
 }

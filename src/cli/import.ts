@@ -1,17 +1,16 @@
 import { Argument, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
 import { createCache } from '../gantry.ts';
 import { createLogger } from '../observability/logger.ts';
 import { createMetrics } from '../observability/metrics.ts';
-import { LevelIndexStore } from '../store/index-store.ts';
 import { ImportError, openArchive } from '../transfer/archive-source.ts';
 import { importArchive, type ImportProgress, type ImportSummary, type ImportTarget } from '../transfer/import.ts';
 import { repositoryOf } from '../transfer/import-plan.ts';
 import { formatSummary } from '../transfer/import-report.ts';
 import { importThroughServer } from '../transfer/import-remote.ts';
+import { cacheLocked, serverUrl } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 const EXIT_USAGE = 2;
@@ -66,31 +65,6 @@ function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io
     io.err(`gantry import: --repository ${JSON.stringify(raw)} is not a valid repository name\n`);
     return undefined;
   }
-}
-
-/** Probe LevelDB's lock before touching anything: opening the cache would clean up a live server's temp files. */
-async function cacheLocked(config: Config): Promise<boolean> {
-  const index = new LevelIndexStore(join(resolve(config.cacheDir), 'index'));
-  try {
-    await index.open();
-  } catch (err) {
-    if (isLocked(err)) return true;
-    throw err;
-  }
-  await index.close();
-  return false;
-}
-
-function isLocked(err: unknown): boolean {
-  const code = (e: unknown): unknown => (typeof e === 'object' && e !== null && 'code' in e ? e.code : undefined);
-  const cause = typeof err === 'object' && err !== null && 'cause' in err ? err.cause : undefined;
-  return code(err) === 'LEVEL_LOCKED' || code(cause) === 'LEVEL_LOCKED';
-}
-
-function serverUrl(config: Config, options: Readonly<Record<string, unknown>>): string {
-  if (typeof options['url'] === 'string') return options['url'];
-  const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config.listen.port}`;
 }
 
 async function offline(config: Config, paths: readonly string[], target: ImportTarget, io: Io): Promise<ImportSummary[]> {
