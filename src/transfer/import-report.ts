@@ -1,13 +1,13 @@
 import type { ImportSummary } from './import.ts';
 
-/** The end-of-run summary: per image its tag and digest, then the totals. */
+/** The end-of-run summary: per image its tag and digest (and whether it is pinned), then the totals. */
 export function formatSummary(summaries: readonly ImportSummary[]): string {
   const lines: string[] = [];
   for (const s of summaries) {
     for (const img of s.images) {
       const name = img.tag !== undefined ? `${img.repository}:${img.tag}` : `${img.repository} (by digest only)`;
       const note = img.authored ? ' (manifest built by Gantry from a legacy docker save)' : '';
-      lines.push(`imported ${name} ${img.digest}${note}`);
+      lines.push(`imported ${name} ${img.digest}${note}${img.pinned === true ? ', pinned' : ''}`);
     }
   }
   const images = summaries.reduce((n, s) => n + s.images.length, 0);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files } from '../../fixtures/archives.ts';
-import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
+import { buildImage, buildIndex, makeTar, sha256, type BuiltImage, type BuiltIndex } from '../../fixtures/images.ts';
 import { openArchive } from '../../../src/transfer/archive-source.ts';
 import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
@@ -216,6 +216,55 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
     await withCache(async (c) => {
       await assert.rejects(run(c, dir), /dir-with-link: entry "blobs\/evil": symlinks and special files are not accepted/);
       await assertEmpty(c);
+    });
+  });
+});
+
+describe('gantry import --pin', () => {
+  const everything = (image: BuiltImage | BuiltIndex): string[] =>
+    'children' in image ? [image.manifestDigest, ...image.children.flatMap(everything)] : [image.manifestDigest, ...image.blobs.map((b) => b.digest)];
+
+  it('pins each image under its tag (its digest when untagged) with every digest it consists of: index, children, configs, layers', async () => {
+    const index = buildIndex({ format: 'oci', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'pin-multi' });
+    const single = buildImage({ format: 'oci', seed: 'pin-single' });
+    const tagged = await archive('pin-tagged.tar', ociLayout([{ image: index, refName: 'docker.io/team/multi:2' }, { image: single, refName: 'docker.io/library/one:1' }]));
+    const untagged = await archive('pin-untagged.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'pin-bare' }) }]));
+    await withCache(async (c) => {
+      const s = await importArchive(await openArchive(tagged), c.cache, { upstream: UPSTREAM, pin: true });
+      assert.deepEqual(s.images.map((i) => i.pinned), [true, true]);
+      const pins = new Map(c.cache.pins().map((p) => [`${p.repo}:${p.reference}`, p]));
+      assert.deepEqual(new Set(pins.get('team/multi:2')?.digests), new Set(everything(index)));
+      assert.deepEqual(new Set(pins.get('library/one:1')?.digests), new Set(everything(single)));
+      assert.equal(pins.get('team/multi:2')?.cachedDigests, new Set(everything(index)).size, 'all of it is cached');
+      const bare = await importArchive(await openArchive(untagged), c.cache, { upstream: UPSTREAM, pin: true, repository: 'site/bare' });
+      assert.ok(c.cache.pins().some((p) => p.repo === 'site/bare' && p.reference === bare.images[0]?.digest));
+    });
+  });
+
+  it('without --pin nothing is pinned', async () => {
+    const file = await archive('nopin.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'nopin' }), refName: 'docker.io/library/nopin:1' }]));
+    await withCache(async (c) => {
+      const s = await run(c, file);
+      assert.equal(s.images[0]?.pinned, undefined);
+      assert.deepEqual(c.cache.pins(), []);
+    });
+  });
+
+  it('an import that fails while writing gives back the pins as they were: a new one released, an earlier one of the same reference restored', async () => {
+    const img = buildImage({ format: 'oci', seed: 'pin-fail' });
+    const file = await archive('pin-fail.tar', ociLayout([{ image: img, refName: 'docker.io/library/fail:1' }, { image: buildImage({ format: 'oci', seed: 'pin-fail-2' }), refName: 'docker.io/library/fresh:1' }]));
+    await withCache(async (c) => {
+      const earlier = { upstream: UPSTREAM, repo: 'library/fail', reference: '1', digests: [img.manifestDigest as Digest], pinnedAt: 1 };
+      await c.cache.pin(earlier);
+      const source = await openArchive(file);
+      let passes = 0;
+      // The second pass drops a layer, as if the file changed between the passes.
+      const changing = { label: source.label, forEachFile: (onFile: Parameters<typeof source.forEachFile>[0]) => {
+        passes++;
+        return source.forEachFile((name, size, body) => (passes === 2 && name.endsWith(img.blobs[1]?.digest.slice(7) ?? '-') ? Promise.resolve() : onFile(name, size, body)));
+      } };
+      await assert.rejects(importArchive(changing, c.cache, { upstream: UPSTREAM, pin: true }), /changed between the two passes/);
+      assert.deepEqual(c.cache.pins().map((p) => [p.repo, p.reference, p.digests, p.pinnedAt]), [['library/fail', '1', [img.manifestDigest], 1]]);
     });
   });
 });
