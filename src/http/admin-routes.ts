@@ -4,6 +4,7 @@ import { RegistryError } from '../oci/errors.ts';
 import type { AppEnv } from './app-env.ts';
 import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
 import { registerImportRoute, type ImportServices } from './import-route.ts';
+import { registerPinsRoute, type PinsRouteServices } from './pins-route.ts';
 
 export type AdminServices = {
   /** Re-hash the cache. */
@@ -19,12 +20,13 @@ const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
  * The admin API, mounted at `/admin`. One guard covers every route registered here, so a new
  * admin endpoint is one line in `createAdminRoutes` and can't forget the checks.
  */
-export function createAdminRoutes(svc: AdminServices & ExportRouteServices & { imports?: ImportServices | undefined }): Hono<AppEnv> {
+export function createAdminRoutes(svc: AdminServices & ExportRouteServices & PinsRouteServices & { imports?: ImportServices | undefined }): Hono<AppEnv> {
   const admin = new Hono<AppEnv>();
   admin.use('*', adminGuard(svc));
   admin.post('/verify', async (c) => c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' })));
   registerExportRoute(admin, svc);
   if (svc.imports) registerImportRoute(admin, svc.imports);
+  registerPinsRoute(admin, svc);
   return admin;
 }
 

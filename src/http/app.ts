@@ -9,6 +9,7 @@ import type { AppEnv } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import type { ExportRouteServices } from './export-route.ts';
 import type { ImportServices } from './import-route.ts';
+import type { PinsRouteServices } from './pins-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
 export type AppServices = RegistryServices & {
@@ -17,7 +18,7 @@ export type AppServices = RegistryServices & {
   isReady: () => boolean;
   /** POST /admin/import (gantry import while serving); absent: no such route. */
   imports?: ImportServices;
-} & AdminServices & ExportRouteServices;
+} & AdminServices & ExportRouteServices & PinsRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 

@@ -14,7 +14,7 @@ export type ImportServices = {
 };
 
 /**
- * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL` with a tar as the body: what
+ * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL[&pin=true]` with a tar as the body: what
  * `gantry import` does while this Gantry holds the cache; behind the admin guard.
  * Bad input is a 400 with an OCI error body whose message names the archive and entry.
  */
@@ -36,13 +36,21 @@ export function registerImportRoute(app: Hono<AppEnv>, svc: ImportServices): voi
 function targetOf(c: Context<AppEnv>, svc: ImportServices): ImportTarget {
   const upstream = (c.req.query('upstream') ?? svc.defaultUpstream).toLowerCase();
   if (!svc.upstreamHosts().includes(upstream)) throw badRequest(`upstream ${upstream} is not configured`);
+  const pin = pinOf(c.req.query('pin'));
   const raw = c.req.query('repository');
-  if (raw === undefined) return { upstream };
+  if (raw === undefined) return { upstream, ...pin };
   try {
-    return { upstream, repository: repositoryOf(raw) };
+    return { upstream, repository: repositoryOf(raw), ...pin };
   } catch {
     throw badRequest(`repository ${JSON.stringify(raw.slice(0, 256))} is not a valid repository name`);
   }
+}
+
+/** `pin=true` pins every imported image; absent or `false` pins none; anything else is refused, not guessed at. */
+function pinOf(raw: string | undefined): { pin?: true } {
+  if (raw === undefined || raw === 'false') return {};
+  if (raw === 'true') return { pin: true };
+  throw badRequest(`pin=${JSON.stringify(raw.slice(0, 64))}: expected true or false`);
 }
 
 function badRequest(message: string): RegistryError {

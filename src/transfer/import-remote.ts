@@ -15,7 +15,7 @@ export async function importThroughServer(path: string, target: ImportTarget, ba
   const body = await bodyOf(path);
   let sent = 0;
   body.on('data', (c: Buffer) => progress({ pass: 1, bytes: (sent += c.length) }));
-  const q = new URLSearchParams({ upstream: target.upstream, name: path, ...(target.repository !== undefined ? { repository: target.repository } : {}) });
+  const q = new URLSearchParams({ upstream: target.upstream, name: path, ...(target.repository !== undefined ? { repository: target.repository } : {}), ...(target.pin === true ? { pin: 'true' } : {}) });
   let res;
   try {
     res = await request(`${baseUrl}/admin/import?${q.toString()}`, { method: 'POST', body, headers: { 'content-type': 'application/x-tar', ...adminHeaders(adminToken) } });
