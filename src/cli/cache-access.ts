@@ -1,6 +1,11 @@
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
+import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
+import { createCache } from '../gantry.ts';
+import { createLogger } from '../observability/logger.ts';
+import { createMetrics } from '../observability/metrics.ts';
+import type { ContentCache } from '../store/content-cache.ts';
 
 /**
  * How the commands that work on the cache (import, export, pins, unpin) reach it: directly when
@@ -39,4 +44,21 @@ export function serverUrl(config: Pick<Config, 'listen'>, options: Readonly<Reco
   if (typeof options['url'] === 'string') return options['url'].replace(/\/+$/, '');
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host === '::' ? '[::1]' : config.listen.host;
   return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${config.listen.port}`;
+}
+
+/**
+ * Run `work` on the cache of a stopped Gantry, closing it after; warnings go to stderr. With
+ * `evict: false` the cache opens without a budget or an age limit, so a command that only reads
+ * never evicts; with `evict: true` it enforces the config's, as the server would.
+ */
+export async function withStoppedCache<T>(config: Config, opts: { evict: boolean }, work: (cache: ContentCache) => Promise<T>): Promise<T> {
+  const log = createLogger('warn', pino.destination(2));
+  const limits = opts.evict ? {} : { maxCacheBytes: 0, maxUnusedAgeSeconds: 0 };
+  const cache = createCache({ ...config, ...limits }, { metrics: createMetrics(), log });
+  await cache.init();
+  try {
+    return await work(cache);
+  } finally {
+    await cache.close();
+  }
 }

@@ -3,15 +3,11 @@ import { SingleBar, Presets } from 'cli-progress';
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
-import { createCache } from '../gantry.ts';
 import { parsePlatform, type Platform } from '../oci/manifest.ts';
-import { createLogger } from '../observability/logger.ts';
-import { createMetrics } from '../observability/metrics.ts';
 import { planFromCache, summaryOf, writeFromCache, type ExportSummary } from '../transfer/export-images.ts';
 import { exportThrough, fetchThrough } from '../transfer/export-remote.ts';
-import { cacheLocked, serverUrl } from './cache-access.ts';
+import { cacheLocked, serverUrl, withStoppedCache } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 /**
@@ -93,17 +89,12 @@ function createProgress(io: Io): Progress {
 }
 
 async function fromStoppedCache(config: Config, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress): Promise<ExportSummary> {
-  const log = createLogger('warn', pino.destination(2));
   // Reading never evicts: no budget, no age limit.
-  const cache = createCache({ ...config, maxCacheBytes: 0, maxUnusedAgeSeconds: 0 }, { metrics: createMetrics(), log });
-  await cache.init();
-  try {
+  return withStoppedCache(config, { evict: false }, async (cache) => {
     const plan = await planFromCache({ refs, platforms }, cache, config);
     progress.start(summaryOf(plan).bytes);
-    return await writeFromCache(plan, cache, createWriteStream(temp), (n) => progress.add(n));
-  } finally {
-    await cache.close();
-  }
+    return writeFromCache(plan, cache, createWriteStream(temp), (n) => progress.add(n));
+  });
 }
 
 async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress, adminToken: string | undefined): Promise<undefined> {

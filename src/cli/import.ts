@@ -1,22 +1,18 @@
 import { Argument, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
-import { createCache } from '../gantry.ts';
-import { createLogger } from '../observability/logger.ts';
-import { createMetrics } from '../observability/metrics.ts';
 import { ImportError, openArchive } from '../transfer/archive-source.ts';
 import { importArchive, type ImportProgress, type ImportSummary, type ImportTarget } from '../transfer/import.ts';
 import { repositoryOf } from '../transfer/import-plan.ts';
 import { formatSummary } from '../transfer/import-report.ts';
 import { importThroughServer } from '../transfer/import-remote.ts';
-import { cacheLocked, serverUrl } from './cache-access.ts';
+import { cacheLocked, serverUrl, withStoppedCache } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 const EXIT_USAGE = 2;
 
 /**
- * `gantry import PATH... [--upstream HOST] [--repository NAME]`: put docker-save tarballs, OCI
+ * `gantry import PATH... [--upstream HOST] [--repository NAME] [--pin]`: put docker-save tarballs, OCI
  * archives and OCI layout directories into the cache. With Gantry stopped it opens the cache
  * itself; while a Gantry serves it (LevelDB's lock says so), it sends each archive to that
  * instance's `POST /admin/import`, which runs the same import.
@@ -27,6 +23,7 @@ export const importCommand: CliCommand = {
   options: () => [
     new Option('--upstream <HOST>', 'the configured upstream the images land under (default: the default upstream)'),
     new Option('--repository <NAME>', 'repository for images named by a bare tag or not at all'),
+    new Option('--pin', 'keep every imported image out of eviction until `gantry unpin`'),
     new Option('--url <URL>', 'the running Gantry to import through when the cache is locked (default: from --listen)'),
   ],
   async run(config, options, io) {
@@ -53,14 +50,15 @@ export const importCommand: CliCommand = {
 
 function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io: Io): ImportTarget | undefined {
   const upstream = typeof options['upstream'] === 'string' ? options['upstream'].toLowerCase() : config.defaultUpstream;
+  const pin = options['pin'] === true ? { pin: true } : {};
   if (!config.upstreams.some((u) => u.host === upstream)) {
     io.err(`gantry import: --upstream ${upstream} is not a configured upstream (${config.upstreams.map((u) => u.host).join(', ')})\n`);
     return undefined;
   }
   const raw = options['repository'];
-  if (typeof raw !== 'string') return { upstream };
+  if (typeof raw !== 'string') return { upstream, ...pin };
   try {
-    return { upstream, repository: repositoryOf(raw) };
+    return { upstream, repository: repositoryOf(raw), ...pin };
   } catch {
     io.err(`gantry import: --repository ${JSON.stringify(raw)} is not a valid repository name\n`);
     return undefined;
@@ -68,16 +66,11 @@ function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io
 }
 
 async function offline(config: Config, paths: readonly string[], target: ImportTarget, io: Io): Promise<ImportSummary[]> {
-  const log = createLogger('warn', pino.destination(2));
-  const cache = createCache(config, { metrics: createMetrics(), log });
-  await cache.init();
-  try {
+  return withStoppedCache(config, { evict: true }, async (cache) => {
     const out: ImportSummary[] = [];
     for (const p of paths) out.push(await withProgress(p, io, (progress) => openArchive(p).then((src) => importArchive(src, cache, target, progress))));
     return out;
-  } finally {
-    await cache.close();
-  }
+  });
 }
 
 async function throughServer(paths: readonly string[], target: ImportTarget, url: string, io: Io, adminToken: string | undefined): Promise<ImportSummary[]> {
