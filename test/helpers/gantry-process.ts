@@ -12,9 +12,9 @@ export type GantryProcess = {
 
 /**
  * Run Gantry as a real process (`bin/gantry`), so tests can kill -9 it.
- * Resolves once /healthz answers; bounded by a deadline.
+ * Resolves once /healthz answers; bounded by a deadline. `logFile` collects stdout (the logs) and stderr.
  */
-export async function startGantryProcess(env: Record<string, string>, args: string[] = []): Promise<GantryProcess> {
+export async function startGantryProcess(env: Record<string, string>, args: string[] = [], opts: { logFile?: string } = {}): Promise<GantryProcess> {
   const { url, proc } = await onFreePort(async (port) => {
     const url = `http://127.0.0.1:${port}`;
     const proc = await startSupervisedChild({
@@ -23,7 +23,8 @@ export async function startGantryProcess(env: Record<string, string>, args: stri
       command: 'bin/gantry',
       args,
       env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', ...env },
-      capture: 'stderr',
+      // Gantry logs to stdout: with a logFile, both streams go there for the test to read; else only stderr is kept.
+      ...(opts.logFile !== undefined ? { logFile: opts.logFile } : { capture: 'stderr' as const }),
       ready: () => answers(`${url}/healthz`, (s) => s >= 200 && s < 300),
       readyTimeoutMs: 10_000,
       pollMs: 50,
