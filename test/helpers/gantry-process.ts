@@ -1,4 +1,6 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { answers, onFreePort, startSupervisedChild } from './supervised-child.ts';
 
 export type GantryProcess = {
@@ -34,4 +36,26 @@ export async function startGantryProcess(env: Record<string, string>, args: stri
     return { url, proc };
   });
   return { url, pid: proc.pid, child: proc.process, stderr: () => proc.output(), kill: (signal: NodeJS.Signals = 'SIGKILL') => proc.stop({ signal }) };
+}
+
+export type GantryRun = { code: number | null; stdout: string; stderr: string };
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * Run one `bin/gantry` command as a user does (GANTRY_CONFIG from the test's environment left
+ * out) and collect its output; bounded in time, stopped by its PID if it overstays.
+ */
+export function runGantry(args: string[], timeoutMs = 60_000): Promise<GantryRun> {
+  const { GANTRY_CONFIG: _, ...env } = process.env;
+  const child = spawn(path.join(ROOT, 'bin', 'gantry'), args, { env: { ...env, GANTRY_NODE: process.execPath }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const timer = setTimeout(() => child.pid !== undefined && process.kill(child.pid, 'SIGKILL'), timeoutMs);
+  return new Promise((resolve) => child.on('close', (code) => {
+    clearTimeout(timer);
+    resolve({ code, stdout, stderr });
+  }));
 }

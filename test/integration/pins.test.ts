@@ -5,21 +5,18 @@
  * images are evicted (they go upstream again) while the pinned one is served with 0 upstream requests.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { entriesOf, ociLayout, tarOf } from '../fixtures/archives.ts';
 import { buildImage, makeLayer, MANIFEST_ACCEPT, pushImage, sha256, type BuiltImage } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
-import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
+import { runGantry, startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
 import { metricValue } from '../helpers/mirror.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ADMIN_TOKEN = 'pins-test-admin-token';
 const LAYER = 30_000;
 /** Room for about three of the images below: the fourth pulled forces eviction. */
@@ -53,22 +50,6 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-type Run = { code: number | null; stdout: string; stderr: string };
-
-/** The real launcher, as a user runs it; bounded in time, stopped by its PID if it overstays. */
-function gantry(args: string[]): Promise<Run> {
-  const { GANTRY_CONFIG: _, ...env } = process.env;
-  const child = spawn(path.join(ROOT, 'bin', 'gantry'), args, { env: { ...env, GANTRY_NODE: process.execPath }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(() => child.pid !== undefined && process.kill(child.pid, 'SIGKILL'), 60_000);
-  return new Promise((resolve) => child.on('close', (code) => {
-    clearTimeout(timer);
-    resolve({ code, stdout, stderr });
-  }));
-}
 
 /** A config file for one cache: the forwarder as docker.io, the budget, the admin token. */
 async function configFile(name: string, extraSettings: Record<string, unknown> = {}): Promise<{ file: string; cacheDir: string }> {
@@ -86,7 +67,7 @@ function serve(file: string): Promise<GantryProcess> {
 const OVER_BUDGET = 'pinned content alone exceeds the cache budget';
 
 async function pinsOf(file: string, url?: string): Promise<Array<{ ref: string; digests: number; cachedDigests: number; bytes: number }>> {
-  const r = await gantry(['pins', '--json', '-c', file, ...(url !== undefined ? ['--url', url] : [])]);
+  const r = await runGantry(['pins', '--json', '-c', file, ...(url !== undefined ? ['--url', url] : [])]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as Array<{ ref: string; digests: number; cachedDigests: number; bytes: number }>;
 }
@@ -106,27 +87,27 @@ async function pull(base: string, repo: string, image: BuiltImage): Promise<void
 describe('gantry import --pin, gantry pins, gantry unpin', () => {
   it('on a stopped cache, then through the running Gantry that holds it, then stopped again', async () => {
     const { file } = await configFile('cli');
-    const imported = await gantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')]);
+    const imported = await runGantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')]);
     assert.equal(imported.code, 0, imported.stderr);
     assert.match(imported.stdout, new RegExp(`^imported site/pinned:1 ${pinned.manifestDigest}, pinned$`, 'm'));
-    const table = await gantry(['pins', '-c', file]);
+    const table = await runGantry(['pins', '-c', file]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /^REF\s+DIGESTS CACHED\s+BYTES\s+PINNED AT\n/);
     assert.match(table.stdout, /^docker\.io\/site\/pinned:1\s+3\/3\s+\d+\s+\d{4}-\d\d-\d\dT/m, 'manifest, config and layer, all cached');
-    const released = await gantry(['unpin', '-c', file, 'site/pinned:1']);
+    const released = await runGantry(['unpin', '-c', file, 'site/pinned:1']);
     assert.equal(released.code, 0, released.stderr);
     assert.match(released.stdout, /^unpinned docker\.io\/site\/pinned:1 \(3 digests, 3 cached, \d+ bytes\)\n$/);
     assert.deepEqual(await pinsOf(file), []);
 
-    assert.equal((await gantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')])).code, 0);
+    assert.equal((await runGantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')])).code, 0);
     const g = await serve(file);
     try {
       assert.deepEqual((await pinsOf(file, g.url)).map((p) => p.ref), ['docker.io/site/pinned:1'], 'listed by the running instance');
-      const throughServer = await gantry(['unpin', '-c', file, '--url', g.url, 'docker.io/site/pinned:1']);
+      const throughServer = await runGantry(['unpin', '-c', file, '--url', g.url, 'docker.io/site/pinned:1']);
       assert.equal(throughServer.code, 0, throughServer.stderr);
       assert.match(throughServer.stdout, /^unpinned docker\.io\/site\/pinned:1 /);
       assert.deepEqual(await pinsOf(file, g.url), []);
-      const importedThrough = await gantry(['import', '--pin', '-c', file, '--url', g.url, path.join(work, 'extra.tar')]);
+      const importedThrough = await runGantry(['import', '--pin', '-c', file, '--url', g.url, path.join(work, 'extra.tar')]);
       assert.equal(importedThrough.code, 0, importedThrough.stderr);
       assert.match(importedThrough.stderr, /importing through the running Gantry/);
       assert.match(importedThrough.stdout, new RegExp(`^imported site/extra:1 ${extra.manifestDigest}, pinned$`, 'm'));
@@ -135,7 +116,7 @@ describe('gantry import --pin, gantry pins, gantry unpin', () => {
       await g.kill('SIGTERM');
     }
     assert.deepEqual((await pinsOf(file)).map((p) => p.ref), ['docker.io/site/extra:1'], 'the pin made through the server is in the stopped cache');
-    const offline = await gantry(['unpin', '-c', file, 'site/extra:1']);
+    const offline = await runGantry(['unpin', '-c', file, 'site/extra:1']);
     assert.equal(offline.code, 0, offline.stderr);
     assert.deepEqual(await pinsOf(file), []);
   });
@@ -144,7 +125,7 @@ describe('gantry import --pin, gantry pins, gantry unpin', () => {
 describe('pinned images under a budget smaller than the cache', () => {
   it('the unpinned images are evicted and go upstream again; the pinned one is served with 0 upstream requests; pins over the budget are logged', async () => {
     const { file } = await configFile('evict');
-    assert.equal((await gantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')])).code, 0);
+    assert.equal((await runGantry(['import', '--pin', '-c', file, path.join(work, 'pinned.tar')])).code, 0);
     const g = await serve(file);
     try {
       // The pinned image is now the least recently used entry: the first the LRU would take.
@@ -163,7 +144,7 @@ describe('pinned images under a budget smaller than the cache', () => {
       assert.ok(!(await readFile(`${file}.log`, 'utf8')).includes(OVER_BUDGET));
 
       // A second pinned image larger than the whole budget: kept, and said once.
-      const r = await gantry(['import', '--pin', '-c', file, '--url', g.url, path.join(work, 'big.tar')]);
+      const r = await runGantry(['import', '--pin', '-c', file, '--url', g.url, path.join(work, 'big.tar')]);
       assert.equal(r.code, 0, r.stderr);
       const warned = (await readFile(`${file}.log`, 'utf8')).split('\n').filter((l) => l.includes(OVER_BUDGET));
       assert.equal(warned.length, 1, 'said once');
@@ -182,15 +163,15 @@ describe('pinned images under a budget smaller than the cache', () => {
 describe('bad input', () => {
   it('an unknown ref exits 1 naming it; DELETE without a ref is a 400; the admin token is required when configured', async () => {
     const { file } = await configFile('bad');
-    const offline = await gantry(['unpin', '-c', file, 'site/nothere:1']);
+    const offline = await runGantry(['unpin', '-c', file, 'site/nothere:1']);
     assert.equal(offline.code, 1);
     assert.equal(offline.stderr, 'gantry unpin: site/nothere:1 is not pinned\n');
-    const malformed = await gantry(['unpin', '-c', file, 'Bad:Ref:']);
+    const malformed = await runGantry(['unpin', '-c', file, 'Bad:Ref:']);
     assert.equal(malformed.code, 2);
     assert.match(malformed.stderr, /^gantry unpin: invalid image reference "Bad:Ref:"[^\n]*\n$/);
     const g = await serve(file);
     try {
-      const through = await gantry(['unpin', '-c', file, '--url', g.url, 'site/nothere:1']);
+      const through = await runGantry(['unpin', '-c', file, '--url', g.url, 'site/nothere:1']);
       assert.equal(through.code, 1);
       assert.equal(through.stderr, 'gantry unpin: site/nothere:1 is not pinned\n');
       const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -203,7 +184,7 @@ describe('bad input', () => {
       assert.equal((await fetch(`${g.url}/admin/pins`)).status, 401, 'no token');
       assert.equal((await fetch(`${g.url}/admin/pins`, { headers: { authorization: 'Bearer wrong' } })).status, 401, 'wrong token');
       const { file: wrongToken } = await configFile('bad-token', { cacheDir: path.join(work, 'cache-bad'), adminToken: 'wrong' });
-      const denied = await gantry(['pins', '-c', wrongToken, '--url', g.url]);
+      const denied = await runGantry(['pins', '-c', wrongToken, '--url', g.url]);
       assert.equal(denied.code, 1);
       assert.match(denied.stderr, /^gantry pins: .* answered 401: admin endpoints need Authorization: Bearer <adminToken>\n$/);
     } finally {

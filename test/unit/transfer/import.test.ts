@@ -8,7 +8,7 @@ import { buildImage, buildIndex, makeTar, sha256, type BuiltImage, type BuiltInd
 import { openArchive } from '../../../src/transfer/archive-source.ts';
 import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
-import { tempCache, readBody, type TempCache } from '../support.ts';
+import { readBody, withTempCache, type TempCache } from '../support.ts';
 
 const UPSTREAM = 'registry-1.docker.io';
 let work: string;
@@ -23,15 +23,6 @@ async function archive(name: string, files: Files | Entry[]): Promise<string> {
   const file = path.join(work, name);
   await writeFile(file, await tarOf(Array.isArray(files) ? files : entriesOf(files)));
   return file;
-}
-
-async function withCache(fn: (c: TempCache) => Promise<void>): Promise<void> {
-  const c = await tempCache();
-  try {
-    await fn(c);
-  } finally {
-    await c.close();
-  }
 }
 
 async function run(c: TempCache, file: string, repository?: string): Promise<ImportSummary> {
@@ -55,7 +46,7 @@ describe('gantry import: format readers', () => {
   it('an OCI archive with a full reference: manifest, config and layers byte for byte, tag under its repository', async () => {
     const img = buildImage({ format: 'oci', seed: 'oci-full' });
     const file = await archive('oci-full.tar', ociLayout([{ image: img, refName: 'docker.io/library/nginx:1.27' }]));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.equal(s.format, 'oci');
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest]), [['library/nginx', '1.27', img.manifestDigest]]);
@@ -74,7 +65,7 @@ describe('gantry import: format readers', () => {
   it('a multi-arch index with a bare tag and --repository: the index and every child; a Docker v2 child keeps its type from its bytes', async () => {
     const index = buildIndex({ format: 'docker', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'multi' });
     const file = await archive('oci-index.tar', ociLayout([{ image: index, refName: '2.0' }], true));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await assert.rejects(run(c, file), /oci-index\.tar: entry "index\.json sha256:[0-9a-f]+": names only the tag "2\.0": pass --repository NAME/);
       await assertEmpty(c);
       const s = await run(c, file, 'team/app');
@@ -94,7 +85,7 @@ describe('gantry import: format readers', () => {
       await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
       await writeFile(path.join(dir, name), data);
     }
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, dir);
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag]), [['team/dir', '1']]);
       assert.equal((await c.cache.getTag(UPSTREAM, 'team/dir', '1'))?.digest, img.manifestDigest);
@@ -105,7 +96,7 @@ describe('gantry import: format readers', () => {
     const img = buildImage({ format: 'docker', seed: 'docker25' });
     const files = { ...ociLayout([{ image: img, refName: '3', fullName: 'docker.io/library/alpine:3' }], true), 'manifest.json': '[]' };
     const file = await archive('docker25.tar', files);
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest, i.authored]), [['library/alpine', '3', img.manifestDigest, false]]);
       assert.deepEqual(await cachedBytes(c, img.manifestDigest), img.manifest);
@@ -115,7 +106,7 @@ describe('gantry import: format readers', () => {
   it('a legacy docker save: Gantry builds a Docker v2 manifest over the archive\'s layer bytes and tags every RepoTag', async () => {
     const img = buildImage({ format: 'docker', seed: 'legacy' });
     const file = await archive('legacy.tar', legacyDockerSave(img, ['busybox:1.36', 'registry.example.com/x/y:2']));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.equal(s.format, 'docker-save');
       assert.equal(s.images.length, 2);
@@ -138,7 +129,7 @@ describe('gantry import: format readers', () => {
     const plain = makeTar({ 'etc/plain': 'not gzipped\n' });
     const img = { ...base, blobs: [...base.blobs.slice(0, 1), { digest: sha256(plain), bytes: plain, mediaType: 'x' }] };
     const file = await archive('legacy-plain.tar', legacyDockerSave(img, ['plain:1']));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       const m = JSON.parse((await cachedBytes(c, s.images[0]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ mediaType: string }> };
       assert.deepEqual(m.layers.map((l) => l.mediaType), ['application/vnd.docker.image.rootfs.diff.tar']);
@@ -193,7 +184,7 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
     it(`${c.name}: one line naming the file (and entry), nothing cached, nothing written outside`, async () => {
       const file = await c.make();
       const before = (await readdir(work)).sort();
-      await withCache(async (tc) => {
+      await withTempCache(async (tc) => {
         const err = await run(tc, file).then(() => undefined, (e: unknown) => e as Error);
         assert.ok(err, 'import must fail');
         assert.match(err.message, c.error);
@@ -213,7 +204,7 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
       await writeFile(path.join(dir, name), data);
     }
     await symlink('/etc/passwd', path.join(dir, 'blobs', 'evil'));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await assert.rejects(run(c, dir), /dir-with-link: entry "blobs\/evil": symlinks and special files are not accepted/);
       await assertEmpty(c);
     });
@@ -229,7 +220,7 @@ describe('gantry import --pin', () => {
     const single = buildImage({ format: 'oci', seed: 'pin-single' });
     const tagged = await archive('pin-tagged.tar', ociLayout([{ image: index, refName: 'docker.io/team/multi:2' }, { image: single, refName: 'docker.io/library/one:1' }]));
     const untagged = await archive('pin-untagged.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'pin-bare' }) }]));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await importArchive(await openArchive(tagged), c.cache, { upstream: UPSTREAM, pin: true });
       assert.deepEqual(s.images.map((i) => i.pinned), [true, true]);
       const pins = new Map(c.cache.pins().map((p) => [`${p.repo}:${p.reference}`, p]));
@@ -243,7 +234,7 @@ describe('gantry import --pin', () => {
 
   it('without --pin nothing is pinned', async () => {
     const file = await archive('nopin.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'nopin' }), refName: 'docker.io/library/nopin:1' }]));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.equal(s.images[0]?.pinned, undefined);
       assert.deepEqual(c.cache.pins(), []);
@@ -253,7 +244,7 @@ describe('gantry import --pin', () => {
   it('an import that fails while writing gives back the pins as they were: a new one released, an earlier one of the same reference restored', async () => {
     const img = buildImage({ format: 'oci', seed: 'pin-fail' });
     const file = await archive('pin-fail.tar', ociLayout([{ image: img, refName: 'docker.io/library/fail:1' }, { image: buildImage({ format: 'oci', seed: 'pin-fail-2' }), refName: 'docker.io/library/fresh:1' }]));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const earlier = { upstream: UPSTREAM, repo: 'library/fail', reference: '1', digests: [img.manifestDigest as Digest], pinnedAt: 1 };
       await c.cache.pin(earlier);
       const source = await openArchive(file);

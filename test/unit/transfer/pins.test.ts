@@ -4,7 +4,7 @@ import type { Digest } from '../../../src/oci/digest.ts';
 import type { PinRecord } from '../../../src/store/index-store.ts';
 import { imageDigests, listPins, PinError, releasePin } from '../../../src/transfer/pins.ts';
 import { buildIndex } from '../../fixtures/images.ts';
-import { tempCache, type TempCache } from '../support.ts';
+import { withTempCache } from '../support.ts';
 
 const D1 = `sha256:${'1'.repeat(64)}` as Digest;
 const D2 = `sha256:${'2'.repeat(64)}` as Digest;
@@ -14,18 +14,9 @@ function pin(upstream: string, repo: string, reference: string, digests: Digest[
   return { upstream, repo, reference, digests, pinnedAt: Date.UTC(2026, 0, 2, 3, 4, 5) };
 }
 
-async function withCache(fn: (c: TempCache) => Promise<void>): Promise<void> {
-  const c = await tempCache();
-  try {
-    await fn(c);
-  } finally {
-    await c.close();
-  }
-}
-
 describe('listing pins', () => {
   test('each pin as a ref gantry unpin takes back, its counts and an ISO time, ordered by ref', async () => {
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await c.cache.pin(pin('ghcr.io', 'org/app', '1', [D1, D2, D1]));
       await c.cache.pin(pin('docker.io', 'library/nginx', D2));
       const listed = listPins(c.cache);
@@ -41,7 +32,7 @@ describe('listing pins', () => {
 
 describe('releasing a pin', () => {
   test('a Docker Hub name as docker pull takes it releases the default upstream\'s pin; a tag is tried before the digest', async () => {
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await c.cache.pin(pin('docker.io', 'library/nginx', '1.27'));
       await c.cache.pin(pin('docker.io', 'library/nginx', D1));
       assert.equal((await releasePin(`nginx:1.27@${D1}`, c.cache, hub)).reference, '1.27');
@@ -51,7 +42,7 @@ describe('releasing a pin', () => {
   });
 
   test('under another default upstream, an official image pinned without library/ is found', async () => {
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await c.cache.pin(pin('mirror.internal', 'alpine', '3'));
       const released = await releasePin('alpine:3', c.cache, { upstreams: [{ host: 'mirror.internal' }], defaultUpstream: 'mirror.internal' });
       assert.equal(released.ref, 'mirror.internal/alpine:3');
@@ -59,7 +50,7 @@ describe('releasing a pin', () => {
   });
 
   test('a ref that does not parse is invalid; one that names no pin, or an unconfigured registry, is unknown; both name it', async () => {
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await c.cache.pin(pin('docker.io', 'library/nginx', '1'));
       const failure = (raw: string): Promise<PinError> => releasePin(raw, c.cache, hub).then(() => assert.fail(raw), (e: unknown) => e as PinError);
       const bad = await failure('Bad Ref');
