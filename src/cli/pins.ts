@@ -1,6 +1,5 @@
 import { Option } from 'commander';
-import type { PinView } from '../transfer/pins.ts';
-import { listPins } from '../transfer/pins.ts';
+import { listPins, type PinView } from '../transfer/pins.ts';
 import { listPinsThrough } from '../transfer/pins-remote.ts';
 import { cacheLocked, serverUrl, withStoppedCache } from './cache-access.ts';
 import type { CliCommand } from './command.ts';
