@@ -156,6 +156,7 @@ export async function listen(services: Services): Promise<Gantry> {
     verifyCache: (o) => cache.verifyAll(o),
     adminRemote: config.adminRemote,
     exportSource: { cache, config },
+    pinSource: { cache, config },
     imports: {
       upstreamHosts: () => upstreams.all().map((u) => u.host),
       defaultUpstream: config.defaultUpstream,

@@ -3,15 +3,11 @@ import { SingleBar, Presets } from 'cli-progress';
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Level } from 'level';
-import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
-import { createCache } from '../gantry.ts';
 import { parsePlatform, type Platform } from '../oci/manifest.ts';
-import { createLogger } from '../observability/logger.ts';
-import { createMetrics } from '../observability/metrics.ts';
 import { planFromCache, summaryOf, writeFromCache, type ExportSummary } from '../transfer/export-images.ts';
 import { exportThrough, fetchThrough } from '../transfer/export-remote.ts';
+import { cacheLocked, serverUrl, withStoppedCache } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 /**
@@ -44,14 +40,14 @@ export const exportCommand: CliCommand = {
       io.err(`gantry export: ${(err as Error).message}\n`);
       return 2;
     }
-    const url = typeof options['url'] === 'string' ? options['url'].replace(/\/+$/, '') : urlOf(config);
+    const url = serverUrl(config, options);
     // Beside the output, so the rename at the end is atomic and a failure leaves no partial file.
     const temp = join(dirname(output), `.${basename(output)}.${process.pid}.partial`);
     const progress = createProgress(io);
     try {
       await claim(temp, output);
       if (options['fetch'] === true) await fetchThrough(url, refs, platforms, (s) => io.err(`${s}\n`));
-      const summary = (options['fetch'] === true || (await indexIsLocked(config)))
+      const summary = (options['fetch'] === true || (await cacheLocked(config)))
         ? await throughServer(url, refs, platforms, temp, progress, config.adminToken)
         : await fromStoppedCache(config, refs, platforms, temp, progress);
       await rename(temp, output);
@@ -93,50 +89,15 @@ function createProgress(io: Io): Progress {
 }
 
 async function fromStoppedCache(config: Config, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress): Promise<ExportSummary> {
-  const log = createLogger('warn', pino.destination(2));
   // Reading never evicts: no budget, no age limit.
-  const cache = createCache({ ...config, maxCacheBytes: 0, maxUnusedAgeSeconds: 0 }, { metrics: createMetrics(), log });
-  await cache.init();
-  try {
+  return withStoppedCache(config, { evict: false }, async (cache) => {
     const plan = await planFromCache({ refs, platforms }, cache, config);
     progress.start(summaryOf(plan).bytes);
-    return await writeFromCache(plan, cache, createWriteStream(temp), (n) => progress.add(n));
-  } finally {
-    await cache.close();
-  }
+    return writeFromCache(plan, cache, createWriteStream(temp), (n) => progress.add(n));
+  });
 }
 
 async function throughServer(url: string, refs: readonly string[], platforms: readonly Platform[], temp: string, progress: Progress, adminToken: string | undefined): Promise<undefined> {
   await exportThrough(url, refs, platforms, temp, progress, adminToken);
   return undefined;
-}
-
-/**
- * Whether a running Gantry holds the cache's index. Asked before createCache, whose init() clears
- * tmp/ and would cut the running instance's downloads short.
- */
-async function indexIsLocked(config: Config): Promise<boolean> {
-  const db = new Level(join(resolve(config.cacheDir), 'index'), { createIfMissing: false });
-  try {
-    await db.open();
-    await db.close();
-    return false;
-  } catch (err) {
-    if (hasCode(err, 'LEVEL_LOCKED')) return true;
-    // A cache that does not exist yet: the stopped path reports the missing images.
-    return false;
-  }
-}
-
-function hasCode(err: unknown, code: string): boolean {
-  for (let e: unknown = err; typeof e === 'object' && e !== null; e = (e as { cause?: unknown }).cause) {
-    if ((e as { code?: unknown }).code === code) return true;
-  }
-  return false;
-}
-
-/** The running Gantry the config describes (its `listen` address, a wildcard as loopback). */
-export function urlOf(config: Config): string {
-  const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host === '::' ? '[::1]' : config.listen.host;
-  return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${config.listen.port}`;
 }

@@ -1,23 +1,18 @@
 import { Argument, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { join, resolve } from 'node:path';
-import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
-import { createCache } from '../gantry.ts';
-import { createLogger } from '../observability/logger.ts';
-import { createMetrics } from '../observability/metrics.ts';
-import { LevelIndexStore } from '../store/index-store.ts';
 import { ImportError, openArchive } from '../transfer/archive-source.ts';
 import { importArchive, type ImportProgress, type ImportSummary, type ImportTarget } from '../transfer/import.ts';
 import { repositoryOf } from '../transfer/import-plan.ts';
 import { formatSummary } from '../transfer/import-report.ts';
 import { importThroughServer } from '../transfer/import-remote.ts';
+import { cacheLocked, serverUrl, withStoppedCache } from './cache-access.ts';
 import type { CliCommand, Io } from './command.ts';
 
 const EXIT_USAGE = 2;
 
 /**
- * `gantry import PATH... [--upstream HOST] [--repository NAME]`: put docker-save tarballs, OCI
+ * `gantry import PATH... [--upstream HOST] [--repository NAME] [--pin]`: put docker-save tarballs, OCI
  * archives and OCI layout directories into the cache. With Gantry stopped it opens the cache
  * itself; while a Gantry serves it (LevelDB's lock says so), it sends each archive to that
  * instance's `POST /admin/import`, which runs the same import.
@@ -28,6 +23,7 @@ export const importCommand: CliCommand = {
   options: () => [
     new Option('--upstream <HOST>', 'the configured upstream the images land under (default: the default upstream)'),
     new Option('--repository <NAME>', 'repository for images named by a bare tag or not at all'),
+    new Option('--pin', 'keep every imported image out of eviction until `gantry unpin`'),
     new Option('--url <URL>', 'the running Gantry to import through when the cache is locked (default: from --listen)'),
   ],
   async run(config, options, io) {
@@ -55,6 +51,7 @@ export const importCommand: CliCommand = {
 function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io: Io): ImportTarget | undefined {
   const explicit = typeof options['upstream'] === 'string';
   const upstream = typeof options['upstream'] === 'string' ? options['upstream'].toLowerCase() : config.defaultUpstream;
+  const pin = options['pin'] === true ? { pin: true } : {};
   if (!config.upstreams.some((u) => u.host === upstream)) {
     io.err(`gantry import: --upstream ${upstream} is not a configured upstream (${config.upstreams.map((u) => u.host).join(', ')})\n`);
     return undefined;
@@ -62,51 +59,21 @@ function targetOf(config: Config, options: Readonly<Record<string, unknown>>, io
   // Without --upstream, a name's own registry picks its upstream when one is configured for it.
   const where: ImportTarget = explicit ? { upstream } : { upstream, byRegistry: config.upstreams.map((u) => u.host) };
   const raw = options['repository'];
-  if (typeof raw !== 'string') return where;
+  if (typeof raw !== 'string') return { ...where, ...pin };
   try {
-    return { ...where, repository: repositoryOf(raw) };
+    return { ...where, repository: repositoryOf(raw), ...pin };
   } catch {
     io.err(`gantry import: --repository ${JSON.stringify(raw)} is not a valid repository name\n`);
     return undefined;
   }
 }
 
-/** Probe LevelDB's lock before touching anything: opening the cache would clean up a live server's temp files. */
-async function cacheLocked(config: Config): Promise<boolean> {
-  const index = new LevelIndexStore(join(resolve(config.cacheDir), 'index'));
-  try {
-    await index.open();
-  } catch (err) {
-    if (isLocked(err)) return true;
-    throw err;
-  }
-  await index.close();
-  return false;
-}
-
-function isLocked(err: unknown): boolean {
-  const code = (e: unknown): unknown => (typeof e === 'object' && e !== null && 'code' in e ? e.code : undefined);
-  const cause = typeof err === 'object' && err !== null && 'cause' in err ? err.cause : undefined;
-  return code(err) === 'LEVEL_LOCKED' || code(cause) === 'LEVEL_LOCKED';
-}
-
-function serverUrl(config: Config, options: Readonly<Record<string, unknown>>): string {
-  if (typeof options['url'] === 'string') return options['url'];
-  const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config.listen.port}`;
-}
-
 async function offline(config: Config, paths: readonly string[], target: ImportTarget, io: Io): Promise<ImportSummary[]> {
-  const log = createLogger('warn', pino.destination(2));
-  const cache = createCache(config, { metrics: createMetrics(), log });
-  await cache.init();
-  try {
+  return withStoppedCache(config, { evict: true }, async (cache) => {
     const out: ImportSummary[] = [];
     for (const p of paths) out.push(await withProgress(p, io, (progress) => openArchive(p).then((src) => importArchive(src, cache, target, progress))));
     return out;
-  } finally {
-    await cache.close();
-  }
+  });
 }
 
 async function throughServer(paths: readonly string[], target: ImportTarget, url: string, io: Io, adminToken: string | undefined): Promise<ImportSummary[]> {

@@ -7,11 +7,13 @@ import { configSourceOf, sharedConfigOptions } from './config-options.ts';
 import { exportCommand } from './export.ts';
 import { importCommand } from './import.ts';
 import { prefetchCommand } from './prefetch.ts';
+import { pinsCommand } from './pins.ts';
 import { serve } from './serve.ts';
+import { unpinCommand } from './unpin.ts';
 import { verify } from './verify.ts';
 
 /** Every `gantry <command>`; a new subcommand is one module and one row here. */
-export const COMMANDS = { serve, verify, import: importCommand, export: exportCommand, prefetch: prefetchCommand } satisfies Record<string, CliCommand>;
+export const COMMANDS = { serve, verify, import: importCommand, export: exportCommand, prefetch: prefetchCommand, pins: pinsCommand, unpin: unpinCommand } satisfies Record<string, CliCommand>;
 export type CommandName = keyof typeof COMMANDS;
 
 /** `gantry` and `gantry --listen ...` serve, as before there were commands. */

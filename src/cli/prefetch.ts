@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isFinished, MAX_IMAGES_PER_JOB, parsePrefetchRequest, PrefetchInputError, type PrefetchImage, type PrefetchJob, type PrefetchRequest } from '../prefetch/job.ts';
 import { PrefetchApiError, PrefetchClient } from '../prefetch/prefetch-client.ts';
 import type { CliCommand, Io } from './command.ts';
-import { urlOf } from './export.ts';
+import { serverUrl } from './cache-access.ts';
 
 const EXIT_USAGE = 2;
 const POLL_MS = 500;
@@ -37,7 +37,7 @@ export const prefetchCommand: CliCommand = {
       io.err(`gantry prefetch: ${err.message}\n`);
       return EXIT_USAGE;
     }
-    const client = new PrefetchClient(typeof options['url'] === 'string' ? options['url'] : urlOf(config), config.adminToken);
+    const client = new PrefetchClient(serverUrl(config, options), config.adminToken);
     try {
       const job = await client.submit(req);
       if (options['detach'] === true) {

@@ -5,6 +5,7 @@ import type { AppEnv } from './app-env.ts';
 import { registerExportRoute, type ExportRouteServices } from './export-route.ts';
 import { registerImportRoute, type ImportServices } from './import-route.ts';
 import { registerPrefetchRoutes, type PrefetchService } from './prefetch-route.ts';
+import { registerPinsRoute, type PinsRouteServices } from './pins-route.ts';
 
 export type AdminServices = {
   /** Re-hash the cache. */
@@ -20,13 +21,14 @@ const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
  * The admin API, mounted at `/admin`. One guard covers every route registered here, so a new
  * admin endpoint is one line in `createAdminRoutes` and can't forget the checks.
  */
-export function createAdminRoutes(svc: AdminServices & ExportRouteServices & { imports?: ImportServices | undefined; prefetch?: PrefetchService | undefined }): Hono<AppEnv> {
+export function createAdminRoutes(svc: AdminServices & ExportRouteServices & PinsRouteServices & { imports?: ImportServices | undefined; prefetch?: PrefetchService | undefined }): Hono<AppEnv> {
   const admin = new Hono<AppEnv>();
   admin.use('*', adminGuard(svc));
   admin.post('/verify', async (c) => c.json(await svc.verifyCache({ remove: c.req.query('remove') === 'true' })));
   registerExportRoute(admin, svc);
   if (svc.imports) registerImportRoute(admin, svc.imports);
   if (svc.prefetch) registerPrefetchRoutes(admin, svc.prefetch);
+  registerPinsRoute(admin, svc);
   return admin;
 }
 

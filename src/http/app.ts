@@ -10,6 +10,7 @@ import { createRegistryHandler, type RegistryServices } from './registry-routes.
 import type { ExportRouteServices } from './export-route.ts';
 import type { PrefetchService } from './prefetch-route.ts';
 import type { ImportServices } from './import-route.ts';
+import type { PinsRouteServices } from './pins-route.ts';
 import { createTokenHandler } from './token-route.ts';
 
 export type AppServices = RegistryServices & {
@@ -20,7 +21,7 @@ export type AppServices = RegistryServices & {
   imports?: ImportServices;
   /** /admin/prefetch (gantry prefetch); absent: no such routes. */
   prefetch?: PrefetchService;
-} & AdminServices & ExportRouteServices;
+} & AdminServices & ExportRouteServices & PinsRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 

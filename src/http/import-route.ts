@@ -14,8 +14,8 @@ export type ImportServices = {
 };
 
 /**
- * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL` with a tar as the body: what
- * `gantry import` does while this Gantry holds the cache; behind the admin guard. Without
+ * `POST /admin/import?upstream=HOST&repository=NAME&name=LABEL[&pin=true]` with a tar as the body:
+ * what `gantry import` does while this Gantry holds the cache; behind the admin guard. Without
  * `upstream`, images land under the upstream their name gives, else the default one.
  * Bad input is a 400 with an OCI error body whose message names the archive and entry.
  */
@@ -40,13 +40,21 @@ function targetOf(c: Context<AppEnv>, svc: ImportServices): ImportTarget {
   if (!svc.upstreamHosts().includes(upstream)) throw badRequest(`upstream ${upstream} is not configured`);
   // No ?upstream=: each image lands under its name's registry when that is a configured upstream.
   const where: ImportTarget = named !== undefined ? { upstream } : { upstream, byRegistry: svc.upstreamHosts() };
+  const pin = pinOf(c.req.query('pin'));
   const raw = c.req.query('repository');
-  if (raw === undefined) return where;
+  if (raw === undefined) return { ...where, ...pin };
   try {
-    return { ...where, repository: repositoryOf(raw) };
+    return { ...where, repository: repositoryOf(raw), ...pin };
   } catch {
     throw badRequest(`repository ${JSON.stringify(raw.slice(0, 256))} is not a valid repository name`);
   }
+}
+
+/** `pin=true` pins every imported image; absent or `false` pins none; anything else is refused, not guessed at. */
+function pinOf(raw: string | undefined): { pin?: true } {
+  if (raw === undefined || raw === 'false') return {};
+  if (raw === 'true') return { pin: true };
+  throw badRequest(`pin=${JSON.stringify(raw.slice(0, 64))}: expected true or false`);
 }
 
 function badRequest(message: string): RegistryError {

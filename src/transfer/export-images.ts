@@ -1,12 +1,12 @@
 import type { Writable } from 'node:stream';
 import type { Config } from '../config/config.ts';
-import { DOCKER_HUB_HOST } from '../config/schema.ts';
 import type { Digest } from '../oci/digest.ts';
 import { formatImageRef, parseImageRef, type ImageRef } from '../oci/image-ref.ts';
 import type { Platform } from '../oci/manifest.ts';
 import { toReadable } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import { writeArchive } from './export-archive.ts';
+import { locateImage, type ImageLocation } from './image-location.ts';
 import { ExportError, planExport, type ExportPlan, type ExportRoot } from './export-plan.ts';
 
 export type ExportRequest = { refs: readonly string[]; platforms: readonly Platform[] };
@@ -20,8 +20,9 @@ export async function resolveRoots(refs: readonly string[], cache: ContentCache,
   const roots: ExportRoot[] = [];
   for (const raw of refs) {
     const ref = parseImageRef(raw);
-    const host = upstreamHostOf(ref, config);
-    const digest = ref.digest ?? (await taggedDigest(ref, host, cache));
+    const where = locateImage(ref, config);
+    if (!where) throw new ExportError(`${formatImageRef(ref)}: no upstream is configured for ${ref.registry}`);
+    const digest = ref.digest ?? (await taggedDigest(ref, where, cache));
     const found = await cache.readWhole(digest);
     if (!found || found.entry.kind !== 'manifest') throw new ExportError(`${raw}: manifest ${digest} is not cached`);
     roots.push({ name: nameOf(ref), digest, bytes: found.bytes });
@@ -56,19 +57,9 @@ export function summaryOf(plan: ExportPlan): ExportSummary {
   return { images: index.manifests.length, blobs: plan.blobs.length, bytes: plan.blobs.reduce((n, b) => n + b.size, 0) };
 }
 
-function upstreamHostOf(ref: ImageRef, config: Pick<Config, 'upstreams' | 'defaultUpstream'>): string {
-  if (config.upstreams.some((u) => u.host === ref.registry)) return ref.registry;
-  if (ref.registry === DOCKER_HUB_HOST) return config.defaultUpstream;
-  throw new ExportError(`${formatImageRef(ref)}: no upstream is configured for ${ref.registry}`);
-}
-
-async function taggedDigest(ref: ImageRef, host: string, cache: ContentCache): Promise<Digest> {
-  // A Docker Hub name served by another default upstream is cached under the name without `library/`.
-  const names = host !== DOCKER_HUB_HOST && ref.registry === DOCKER_HUB_HOST && ref.repository.startsWith('library/')
-    ? [ref.repository, ref.repository.slice('library/'.length)]
-    : [ref.repository];
-  for (const name of names) {
-    const entry = await cache.getTag(host, name, ref.tag ?? 'latest');
+async function taggedDigest(ref: ImageRef, where: ImageLocation, cache: ContentCache): Promise<Digest> {
+  for (const name of where.repositories) {
+    const entry = await cache.getTag(where.upstream, name, ref.tag ?? 'latest');
     if (entry) return entry.digest;
   }
   throw new ExportError(`${formatImageRef(ref)}: tag ${ref.tag ?? 'latest'} is not cached (pull it through Gantry first, or use --fetch)`);

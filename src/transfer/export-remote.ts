@@ -67,7 +67,8 @@ async function call(u: string, what: string, headers: Record<string, string> = {
   }
 }
 
-async function errorMessage(body: { text(): Promise<string> }, status: number): Promise<string> {
+/** The message of an OCI error body, else `HTTP <status>`. */
+export async function errorMessage(body: { text(): Promise<string> }, status: number): Promise<string> {
   const text = await body.text().catch(() => '');
   try {
     const parsed = JSON.parse(text) as { errors?: Array<{ message?: string }> };

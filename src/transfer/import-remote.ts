@@ -20,6 +20,7 @@ export async function importThroughServer(path: string, target: ImportTarget, ba
     ...(target.byRegistry === undefined ? { upstream: target.upstream } : {}),
     name: path,
     ...(target.repository !== undefined ? { repository: target.repository } : {}),
+    ...(target.pin === true ? { pin: 'true' } : {}),
   });
   let res;
   try {

@@ -1,6 +1,6 @@
 import type { ImportSummary } from './import.ts';
 
-/** The end-of-run summary: per image its tag and digest, then the totals. */
+/** The end-of-run summary: per image its tag and digest (and whether it is pinned), then the totals. */
 export function formatSummary(summaries: readonly ImportSummary[]): string {
   const lines: string[] = [];
   for (const s of summaries) {
@@ -8,7 +8,7 @@ export function formatSummary(summaries: readonly ImportSummary[]): string {
       const repo = img.upstream !== undefined ? `${img.upstream}/${img.repository}` : img.repository;
       const name = img.tag !== undefined ? `${repo}:${img.tag}` : `${repo} (by digest only)`;
       const note = img.authored ? ' (manifest built by Gantry from a legacy docker save)' : '';
-      lines.push(`imported ${name} ${img.digest}${note}`);
+      lines.push(`imported ${name} ${img.digest}${note}${img.pinned === true ? ', pinned' : ''}`);
     }
   }
   const images = summaries.reduce((n, s) => n + s.images.length, 0);

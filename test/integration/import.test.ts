@@ -4,18 +4,16 @@
  * a counting forwarder, which proves that nothing went upstream.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { legacyDockerSave, ociLayout, tarOf, entriesOf } from '../fixtures/archives.ts';
 import { buildImage, buildIndex, MANIFEST_ACCEPT, sha256 } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
+import { runGantry } from '../helpers/gantry-process.ts';
 import { startMirror, type Mirror } from '../helpers/mirror.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const oci = buildImage({ format: 'oci', seed: 'import-int-oci' });
 const multi = buildIndex({ format: 'oci', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'import-int-multi' });
 const legacy = buildImage({ format: 'docker', seed: 'import-int-legacy' });
@@ -36,20 +34,6 @@ after(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-/** The real launcher, as a user runs it; bounded in time, stopped by its PID if it overstays. */
-function gantry(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const { GANTRY_CONFIG: _, ...env } = process.env;
-  const child = spawn(path.join(ROOT, 'bin', 'gantry'), args, { env: { ...env, GANTRY_NODE: process.execPath }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(() => child.pid !== undefined && process.kill(child.pid, 'SIGKILL'), 60_000);
-  return new Promise((resolve) => child.on('close', (code) => {
-    clearTimeout(timer);
-    resolve({ code, stdout, stderr });
-  }));
-}
 
 async function configFile(name: string, cacheDir: string): Promise<string> {
   const file = path.join(work, name);
@@ -88,7 +72,7 @@ describe('gantry import into a stopped cache, then served with the upstream unre
   it('imports an OCI archive (image + multi-arch index) and a legacy docker save; every pull is served with 0 upstream requests', async () => {
     const cacheDir = path.join(work, 'cache-stopped');
     const config = await configFile('stopped.json', cacheDir);
-    const r = await gantry(['import', '-c', config, path.join(work, 'oci.tar'), path.join(work, 'legacy.tar')]);
+    const r = await runGantry(['import', '-c', config, path.join(work, 'oci.tar'), path.join(work, 'legacy.tar')]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`imported library/app:1 ${oci.manifestDigest}`));
     assert.match(r.stdout, new RegExp(`imported team/multi:2 ${multi.manifestDigest}`));
@@ -111,7 +95,7 @@ describe('gantry import into a stopped cache, then served with the upstream unre
   it('a bad archive exits 1 with one line naming the file and entry, and leaves the cache empty', async () => {
     const cacheDir = path.join(work, 'cache-bad');
     const config = await configFile('bad.json', cacheDir);
-    const r = await gantry(['import', '-c', config, path.join(work, 'bad.tar')]);
+    const r = await runGantry(['import', '-c', config, path.join(work, 'bad.tar')]);
     assert.equal(r.code, 1);
     const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('gantry import:'));
     assert.deepEqual(lines, [`gantry import: ${path.join(work, 'bad.tar')}: entry "../../evil": path leaves the archive (..)`]);
@@ -122,7 +106,7 @@ describe('gantry import into a stopped cache, then served with the upstream unre
 
   it('an unknown --upstream is a usage error naming it', async () => {
     const config = await configFile('up.json', path.join(work, 'cache-up'));
-    const r = await gantry(['import', '-c', config, '--upstream', 'ghcr.io', path.join(work, 'oci.tar')]);
+    const r = await runGantry(['import', '-c', config, '--upstream', 'ghcr.io', path.join(work, 'oci.tar')]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^gantry import: --upstream ghcr\.io is not a configured upstream/m);
   });
@@ -139,7 +123,7 @@ describe('gantry import while Gantry serves the same cache', () => {
 
   it('sends the archive to POST /admin/import (the cache is locked) and the running instance serves it at once, 0 upstream requests', async () => {
     const config = await configFile('running.json', mirror.cacheDir);
-    const r = await gantry(['import', '-c', config, '--url', mirror.url, path.join(work, 'oci.tar')]);
+    const r = await runGantry(['import', '-c', config, '--url', mirror.url, path.join(work, 'oci.tar')]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /the cache is in use; importing through the running Gantry/);
     assert.match(r.stdout, new RegExp(`imported library/app:1 ${oci.manifestDigest}`));
@@ -152,7 +136,7 @@ describe('gantry import while Gantry serves the same cache', () => {
 
   it('bad input through the running instance: exit 1, one line naming the file and entry; the API answers 400 with an OCI error', async () => {
     const config = await configFile('running-bad.json', mirror.cacheDir);
-    const r = await gantry(['import', '-c', config, '--url', mirror.url, path.join(work, 'bad.tar')]);
+    const r = await runGantry(['import', '-c', config, '--url', mirror.url, path.join(work, 'bad.tar')]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /gantry import: .*bad\.tar: .*entry "\.\.\/\.\.\/evil": path leaves the archive/);
     const res = await fetch(`${mirror.url}/admin/import?name=x.tar`, { method: 'POST', body: 'not a tar at all, just text' });

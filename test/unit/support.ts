@@ -54,6 +54,16 @@ export async function tempCache(wrap: (store: BlobStore) => BlobStore = (s) => s
   };
 }
 
+/** Run `fn` on a fresh temp cache, closed and removed after, also when `fn` throws. */
+export async function withTempCache(fn: (c: TempCache) => Promise<void>): Promise<void> {
+  const c = await tempCache();
+  try {
+    await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
 /** Everything a body holds: a Buffer, or a ChunkSource read to its end (then closed). */
 export async function readBody(body: Buffer | ChunkSource): Promise<Buffer> {
   if (Buffer.isBuffer(body)) return body;

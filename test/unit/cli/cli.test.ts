@@ -12,7 +12,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Io } from '../../../src/cli/command.ts';
 import { COMMANDS, EXIT_USAGE, parseCommandLine, runCli } from '../../../src/cli/main.ts';
-import { overridableSettings } from '../../../src/config/config.ts';
+import { withStoppedCache } from '../../../src/cli/cache-access.ts';
+import { overridableSettings, parseConfig } from '../../../src/config/config.ts';
+import type { Digest } from '../../../src/oci/digest.ts';
+import type { PinRecord } from '../../../src/store/index-store.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -110,6 +113,79 @@ describe('gantry verify', () => {
       assert.equal(await runCli(['verify', '--cache-dir', dir], {}, io), 0);
       const report = JSON.parse(io.stdout()) as Record<string, unknown>;
       assert.deepEqual(report, { reconciled: { entries: 0, missingFiles: 0, wrongSize: 0, orphanFiles: 0 }, checked: 0, bytes: 0, bad: [], removed: 0 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gantry pins and gantry unpin on a stopped cache', () => {
+  const D = `sha256:${'c'.repeat(64)}` as Digest;
+
+  async function cacheWithPins(dir: string, pins: PinRecord[]): Promise<void> {
+    const config = parseConfig({ cacheDir: dir, logLevel: 'silent' });
+    await withStoppedCache(config, { evict: false }, async (cache) => {
+      for (const p of pins) await cache.pin(p);
+    });
+  }
+
+  test('what the command lines select', async () => {
+    assert.deepEqual(await parseCommandLine(['pins', '--json', '--url', 'http://h:1'], captureIo()), { name: 'pins', options: { json: true, url: 'http://h:1' } });
+    assert.deepEqual(await parseCommandLine(['unpin', 'nginx:1', 'ghcr.io/o/a@sha256:x'], captureIo()), { name: 'unpin', options: { args: ['nginx:1', 'ghcr.io/o/a@sha256:x'] } });
+    assert.deepEqual(await parseCommandLine(['import', '--pin', 'a.tar'], captureIo()), { name: 'import', options: { pin: true, args: ['a.tar'] } });
+    const io = captureIo();
+    assert.deepEqual(await parseCommandLine(['pins', 'stray'], io), { exitCode: EXIT_USAGE });
+    assert.match(io.stderr(), /^gantry: .*stray/);
+  });
+
+  test('pins lists them as a table or JSON; unpin releases one a line, and an unknown ref is one line naming it, exit 1', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'gantry-cli-pins-'));
+    try {
+      const empty = captureIo();
+      assert.equal(await runCli(['pins', '--cache-dir', dir], {}, empty), 0);
+      assert.equal(empty.stdout(), 'no pinned images\n');
+      await cacheWithPins(dir, [
+        { upstream: 'docker.io', repo: 'library/app', reference: '1', digests: [D], pinnedAt: 0 },
+        { upstream: 'docker.io', repo: 'team/x', reference: D, digests: [D], pinnedAt: 0 },
+      ]);
+      const table = captureIo();
+      assert.equal(await runCli(['pins', '--cache-dir', dir], {}, table), 0);
+      const wide = `docker.io/team/x@${D}`;
+      assert.deepEqual(table.stdout().split('\n'), [
+        `${'REF'.padEnd(wide.length)}  DIGESTS CACHED  BYTES  PINNED AT`,
+        `${'docker.io/library/app:1'.padEnd(wide.length)}  0/1             0      1970-01-01T00:00:00.000Z`,
+        `${wide}  0/1             0      1970-01-01T00:00:00.000Z`,
+        '',
+      ]);
+      const json = captureIo();
+      assert.equal(await runCli(['pins', '--json', '--cache-dir', dir], {}, json), 0);
+      assert.deepEqual((JSON.parse(json.stdout()) as Array<{ ref: string }>).map((p) => p.ref), ['docker.io/library/app:1', `docker.io/team/x@${D}`]);
+
+      const unpin = captureIo();
+      assert.equal(await runCli(['unpin', '--cache-dir', dir, 'app:1', 'app:2'], {}, unpin), 1);
+      assert.equal(unpin.stdout(), 'unpinned docker.io/library/app:1 (1 digests, 0 cached, 0 bytes)\n');
+      assert.equal(unpin.stderr(), 'gantry unpin: app:2 is not pinned\n');
+      const left = captureIo();
+      await runCli(['pins', '--json', '--cache-dir', dir], {}, left);
+      assert.deepEqual((JSON.parse(left.stdout()) as Array<{ ref: string }>).map((p) => p.ref), [`docker.io/team/x@${D}`]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('unpin without a ref, or with one that does not parse, is one line naming it, exit 2, and releases nothing', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'gantry-cli-unpin-'));
+    try {
+      await cacheWithPins(dir, [{ upstream: 'docker.io', repo: 'library/app', reference: '1', digests: [D], pinnedAt: 0 }]);
+      const none = captureIo();
+      assert.equal(await runCli(['unpin', '--cache-dir', dir], {}, none), EXIT_USAGE);
+      assert.equal(none.stderr(), 'gantry unpin: give at least one image reference\n');
+      const bad = captureIo();
+      assert.equal(await runCli(['unpin', '--cache-dir', dir, 'app:1', 'UPPER/Case'], {}, bad), EXIT_USAGE);
+      assert.match(bad.stderr(), /^gantry unpin: invalid image reference "UPPER\/Case": [^\n]+\n$/);
+      const json = captureIo();
+      await runCli(['pins', '--json', '--cache-dir', dir], {}, json);
+      assert.equal((JSON.parse(json.stdout()) as unknown[]).length, 1, 'app:1 is still pinned');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -5,12 +5,12 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { entriesOf, legacyDockerSave, ociLayout, tarOf, type Entry, type Files } from '../../fixtures/archives.ts';
-import { buildImage, buildIndex, makeTar, sha256 } from '../../fixtures/images.ts';
+import { buildImage, buildIndex, makeTar, sha256, type BuiltImage, type BuiltIndex } from '../../fixtures/images.ts';
 import { openArchive } from '../../../src/transfer/archive-source.ts';
 import { importArchive, type ImportSummary } from '../../../src/transfer/import.ts';
 import { formatSummary } from '../../../src/transfer/import-report.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
-import { tempCache, readBody, type TempCache } from '../support.ts';
+import { readBody, withTempCache, type TempCache } from '../support.ts';
 
 const UPSTREAM = 'registry-1.docker.io';
 let work: string;
@@ -25,15 +25,6 @@ async function archive(name: string, files: Files | Entry[]): Promise<string> {
   const file = path.join(work, name);
   await writeFile(file, await tarOf(Array.isArray(files) ? files : entriesOf(files)));
   return file;
-}
-
-async function withCache(fn: (c: TempCache) => Promise<void>): Promise<void> {
-  const c = await tempCache();
-  try {
-    await fn(c);
-  } finally {
-    await c.close();
-  }
 }
 
 async function run(c: TempCache, file: string, repository?: string): Promise<ImportSummary> {
@@ -57,7 +48,7 @@ describe('gantry import: format readers', () => {
   it('an OCI archive with a full reference: manifest, config and layers byte for byte, tag under its repository', async () => {
     const img = buildImage({ format: 'oci', seed: 'oci-full' });
     const file = await archive('oci-full.tar', ociLayout([{ image: img, refName: 'docker.io/library/nginx:1.27' }]));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.equal(s.format, 'oci');
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest]), [['library/nginx', '1.27', img.manifestDigest]]);
@@ -83,7 +74,7 @@ describe('gantry import: format readers', () => {
       { image: unknown, refName: '127.0.0.1:5000/test/unknown:3' },
     ]));
     const hosts = ['docker.io', 'registry.example.com'];
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await importArchive(await openArchive(file), c.cache, { upstream: 'docker.io', byRegistry: hosts });
       assert.deepEqual(s.images.map((i) => [i.upstream, i.repository, i.tag]), [[undefined, 'test/hub', '1'], ['registry.example.com', 'test/other', '2'], [undefined, 'test/unknown', '3']]);
       assert.equal((await c.cache.getTag('docker.io', 'test/hub', '1'))?.digest, hub.manifestDigest);
@@ -93,7 +84,7 @@ describe('gantry import: format readers', () => {
       assert.match(formatSummary([s]), /^imported registry\.example\.com\/test\/other:2 sha256:/m);
       assert.match(formatSummary([s]), /^imported test\/hub:1 sha256:/m);
     });
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await importArchive(await openArchive(file), c.cache, { upstream: 'registry.example.com' });
       for (const [repo, tag, img] of [['test/hub', '1', hub], ['test/other', '2', other], ['test/unknown', '3', unknown]] as const) {
         assert.equal((await c.cache.getTag('registry.example.com', repo, tag))?.digest, img.manifestDigest, `--upstream: ${repo}:${tag}`);
@@ -104,7 +95,7 @@ describe('gantry import: format readers', () => {
   it('a multi-arch index with a bare tag and --repository: the index and every child; a Docker v2 child keeps its type from its bytes', async () => {
     const index = buildIndex({ format: 'docker', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'multi' });
     const file = await archive('oci-index.tar', ociLayout([{ image: index, refName: '2.0' }], true));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await assert.rejects(run(c, file), /oci-index\.tar: entry "index\.json sha256:[0-9a-f]+": names only the tag "2\.0": pass --repository NAME/);
       await assertEmpty(c);
       const s = await run(c, file, 'team/app');
@@ -124,7 +115,7 @@ describe('gantry import: format readers', () => {
       await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
       await writeFile(path.join(dir, name), data);
     }
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, dir);
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag]), [['team/dir', '1']]);
       assert.equal((await c.cache.getTag(UPSTREAM, 'team/dir', '1'))?.digest, img.manifestDigest);
@@ -135,7 +126,7 @@ describe('gantry import: format readers', () => {
     const img = buildImage({ format: 'docker', seed: 'docker25' });
     const files = { ...ociLayout([{ image: img, refName: '3', fullName: 'docker.io/library/alpine:3' }], true), 'manifest.json': '[]' };
     const file = await archive('docker25.tar', files);
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.deepEqual(s.images.map((i) => [i.repository, i.tag, i.digest, i.authored]), [['library/alpine', '3', img.manifestDigest, false]]);
       assert.deepEqual(await cachedBytes(c, img.manifestDigest), img.manifest);
@@ -145,7 +136,7 @@ describe('gantry import: format readers', () => {
   it('a legacy docker save: Gantry builds a Docker v2 manifest over the archive\'s layer bytes and tags every RepoTag', async () => {
     const img = buildImage({ format: 'docker', seed: 'legacy' });
     const file = await archive('legacy.tar', legacyDockerSave(img, ['busybox:1.36', 'registry.example.com/x/y:2']));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.equal(s.format, 'docker-save');
       assert.equal(s.images.length, 2);
@@ -190,7 +181,7 @@ describe('gantry import: format readers', () => {
       },
     ];
     const file = await archive('legacy-symlink.tar', entries);
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       assert.deepEqual(s.images.map((i) => `${i.repository}:${i.tag ?? ''}`), ['x/a:1', 'x/b:1']);
       const mb = JSON.parse((await cachedBytes(c, s.images[1]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ digest: string }> };
@@ -205,7 +196,7 @@ describe('gantry import: format readers', () => {
     const plain = makeTar({ 'etc/plain': 'not gzipped\n' });
     const img = { ...base, blobs: [...base.blobs.slice(0, 1), { digest: sha256(plain), bytes: plain, mediaType: 'x' }] };
     const file = await archive('legacy-plain.tar', legacyDockerSave(img, ['plain:1']));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       const s = await run(c, file);
       const m = JSON.parse((await cachedBytes(c, s.images[0]?.digest ?? ''))?.toString() ?? '{}') as { layers: Array<{ mediaType: string }> };
       assert.deepEqual(m.layers.map((l) => l.mediaType), ['application/vnd.docker.image.rootfs.diff.tar']);
@@ -275,7 +266,7 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
     it(`${c.name}: one line naming the file (and entry), nothing cached, nothing written outside`, async () => {
       const file = await c.make();
       const before = (await readdir(work)).sort();
-      await withCache(async (tc) => {
+      await withTempCache(async (tc) => {
         const err = await run(tc, file).then(() => undefined, (e: unknown) => e as Error);
         assert.ok(err, 'import must fail');
         assert.match(err.message, c.error);
@@ -295,9 +286,58 @@ describe('gantry import: bad input leaves nothing in the cache', () => {
       await writeFile(path.join(dir, name), data);
     }
     await symlink('/etc/passwd', path.join(dir, 'blobs', 'evil'));
-    await withCache(async (c) => {
+    await withTempCache(async (c) => {
       await assert.rejects(run(c, dir), /dir-with-link: entry "blobs\/evil": symlinks and special files are not accepted/);
       await assertEmpty(c);
+    });
+  });
+});
+
+describe('gantry import --pin', () => {
+  const everything = (image: BuiltImage | BuiltIndex): string[] =>
+    'children' in image ? [image.manifestDigest, ...image.children.flatMap(everything)] : [image.manifestDigest, ...image.blobs.map((b) => b.digest)];
+
+  it('pins each image under its tag (its digest when untagged) with every digest it consists of: index, children, configs, layers', async () => {
+    const index = buildIndex({ format: 'oci', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'pin-multi' });
+    const single = buildImage({ format: 'oci', seed: 'pin-single' });
+    const tagged = await archive('pin-tagged.tar', ociLayout([{ image: index, refName: 'docker.io/team/multi:2' }, { image: single, refName: 'docker.io/library/one:1' }]));
+    const untagged = await archive('pin-untagged.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'pin-bare' }) }]));
+    await withTempCache(async (c) => {
+      const s = await importArchive(await openArchive(tagged), c.cache, { upstream: UPSTREAM, pin: true });
+      assert.deepEqual(s.images.map((i) => i.pinned), [true, true]);
+      const pins = new Map(c.cache.pins().map((p) => [`${p.repo}:${p.reference}`, p]));
+      assert.deepEqual(new Set(pins.get('team/multi:2')?.digests), new Set(everything(index)));
+      assert.deepEqual(new Set(pins.get('library/one:1')?.digests), new Set(everything(single)));
+      assert.equal(pins.get('team/multi:2')?.cachedDigests, new Set(everything(index)).size, 'all of it is cached');
+      const bare = await importArchive(await openArchive(untagged), c.cache, { upstream: UPSTREAM, pin: true, repository: 'site/bare' });
+      assert.ok(c.cache.pins().some((p) => p.repo === 'site/bare' && p.reference === bare.images[0]?.digest));
+    });
+  });
+
+  it('without --pin nothing is pinned', async () => {
+    const file = await archive('nopin.tar', ociLayout([{ image: buildImage({ format: 'oci', seed: 'nopin' }), refName: 'docker.io/library/nopin:1' }]));
+    await withTempCache(async (c) => {
+      const s = await run(c, file);
+      assert.equal(s.images[0]?.pinned, undefined);
+      assert.deepEqual(c.cache.pins(), []);
+    });
+  });
+
+  it('an import that fails while writing gives back the pins as they were: a new one released, an earlier one of the same reference restored', async () => {
+    const img = buildImage({ format: 'oci', seed: 'pin-fail' });
+    const file = await archive('pin-fail.tar', ociLayout([{ image: img, refName: 'docker.io/library/fail:1' }, { image: buildImage({ format: 'oci', seed: 'pin-fail-2' }), refName: 'docker.io/library/fresh:1' }]));
+    await withTempCache(async (c) => {
+      const earlier = { upstream: UPSTREAM, repo: 'library/fail', reference: '1', digests: [img.manifestDigest as Digest], pinnedAt: 1 };
+      await c.cache.pin(earlier);
+      const source = await openArchive(file);
+      let passes = 0;
+      // The second pass drops a layer, as if the file changed between the passes.
+      const changing = { label: source.label, forEachFile: (onFile: Parameters<typeof source.forEachFile>[0]) => {
+        passes++;
+        return source.forEachFile((name, size, body) => (passes === 2 && name.endsWith(img.blobs[1]?.digest.slice(7) ?? '-') ? Promise.resolve() : onFile(name, size, body)));
+      } };
+      await assert.rejects(importArchive(changing, c.cache, { upstream: UPSTREAM, pin: true }), /changed between the two passes/);
+      assert.deepEqual(c.cache.pins().map((p) => [p.repo, p.reference, p.digests, p.pinnedAt]), [['library/fail', '1', [img.manifestDigest], 1]]);
     });
   });
 });
