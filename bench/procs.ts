@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answers, onFreePort, startSupervisedChild } from '../test/helpers/supervised-child.ts';
+import { UsageError } from './options.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const NODE_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
@@ -547,4 +548,35 @@ export function guardRun(deadlineMs: number): RunGuard {
       process.removeListener('SIGTERM', onTerm);
     },
   };
+}
+
+/**
+ * A bench's entry point: parse (a usage error exits 2 with the usage), print help, run `main`
+ * and exit with what it returns (2 for a UsageError, 1 for a crash).
+ */
+export async function runBench<O>(parse: () => O | 'help', usage: string, main: (opts: O) => Promise<number>): Promise<void> {
+  let opts: O | 'help';
+  try {
+    opts = parse();
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${usage}\n`);
+    process.exit(2);
+  }
+  if (opts === 'help') {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  try {
+    process.exitCode = await main(opts);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  }
+  // Everything is stopped by now; if some handle still lingers, do not hang the shell.
+  setTimeout(() => process.exit(), 2000).unref();
 }

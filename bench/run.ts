@@ -19,7 +19,7 @@ import { startCountingForwarder, type CountingForwarder } from '../test/helpers/
 import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, coldFetchInWorker, curlOnce, skopeoCopy, undiciLoadInWorker, wrkLoad, type ColdRun, type LoadResult, type LoadSpec } from './load.ts';
 import { USAGE, UsageError, parseOptions, type BenchOptions } from './options.ts';
-import { CpuMeter, NODE_BIN, REGISTRY_BIN, REPO_ROOT, RssSampler, mib, readProcMemory, startBaselineProxy, startGantryProcess, waitForIdle, type MirrorProcess } from './procs.ts';
+import { runBench, guardRun, CpuMeter, NODE_BIN, REGISTRY_BIN, REPO_ROOT, RssSampler, mib, readProcMemory, startBaselineProxy, startGantryProcess, waitForIdle, type MirrorProcess } from './procs.ts';
 import { fmt, renderTable, type Row } from './report.ts';
 
 type Key = 'gantry' | 'baseline';
@@ -96,37 +96,11 @@ function summarizeLogLine(text: string): string {
 }
 
 async function main(opts: BenchOptions): Promise<number> {
-  const cleanups: Array<() => Promise<void>> = [];
   const problems: string[] = [];
   let failed = false;
-  const cleanup = async (): Promise<void> => {
-    while (cleanups.length > 0) {
-      const f = cleanups.pop();
-      try {
-        await f?.();
-      } catch (err) {
-        process.stderr.write(`cleanup: ${(err as Error).message}\n`);
-      }
-    }
-  };
-  let interrupted = false;
-  const onSignal = (sig: string): void => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\n${sig}: stopping everything\n`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', () => onSignal('SIGINT'));
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-
   // Whole-run deadline, scaled with the data the baseline will pull (it fetches once per client).
   const baselineBytes = opts.blobBytes * (4 + opts.clients.reduce((s, n) => s + n + 1, 0)) + opts.imageBytes * 2;
-  const deadlineMs = Math.ceil(Math.max(opts.deadlineMs, (baselineBytes / opts.bandwidth) * 3000 + 5 * 60_000));
-  const deadline = setTimeout(() => {
-    process.stderr.write(`\nbench exceeded its ${Math.round(deadlineMs / 1000)} s deadline: stopping everything\n`);
-    void cleanup().finally(() => process.exit(1));
-  }, deadlineMs);
-  deadline.unref();
+  const guard = guardRun(Math.ceil(Math.max(opts.deadlineMs, (baselineBytes / opts.bandwidth) * 3000 + 5 * 60_000)));
 
   const loadgen = opts.loadgen === 'auto' ? (WRK_BIN !== undefined ? 'wrk' : 'undici') : opts.loadgen;
   if (loadgen === 'wrk' && WRK_BIN === undefined) throw new UsageError(WRK_INSTALL_HINT);
@@ -155,16 +129,16 @@ async function main(opts: BenchOptions): Promise<number> {
   try {
     // ---------------------------------------------------------------- topology
     const origin = await startUpstreamRegistry({ storage: 'filesystem' });
-    cleanups.push(() => origin.stop());
+    guard.defer(() => origin.stop());
     const fwdOpts = { target: origin.url, bytesPerSecond: opts.bandwidth, latencyMs: opts.latencyMs };
     const fwdG = await startCountingForwarder(fwdOpts);
-    cleanups.push(() => fwdG.stop());
+    guard.defer(() => fwdG.stop());
     const fwdB = await startCountingForwarder(fwdOpts);
-    cleanups.push(() => fwdB.stop());
+    guard.defer(() => fwdB.stop());
     const gantry = await startGantryProcess(fwdG.url);
-    cleanups.push(() => gantry.stop());
+    guard.defer(() => gantry.stop());
     const baseline = await startBaselineProxy(fwdB.url);
-    cleanups.push(() => baseline.stop());
+    guard.defer(() => baseline.stop());
     const mirrors: Both<Mirror> = {
       gantry: { key: 'gantry', proc: gantry, fwd: fwdG },
       baseline: { key: 'baseline', proc: baseline, fwd: fwdB },
@@ -500,32 +474,9 @@ async function main(opts: BenchOptions): Promise<number> {
     }
     return failed ? 1 : 0;
   } finally {
-    clearTimeout(deadline);
-    await cleanup();
+    guard.dispose();
+    await guard.cleanup();
   }
 }
 
-let opts: BenchOptions | 'help';
-try {
-  opts = parseOptions(process.argv.slice(2), process.env);
-} catch (err) {
-  process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`);
-  process.exit(2);
-}
-if (opts === 'help') {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
-try {
-  process.exitCode = await main(opts);
-} catch (err) {
-  if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n`);
-    process.exitCode = 2;
-  } else {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
-}
-// Everything is stopped by now; if some handle still lingers, do not hang the shell.
-setTimeout(() => process.exit(), 2000).unref();
+await runBench(() => parseOptions(process.argv.slice(2), process.env), USAGE, main);

@@ -20,7 +20,7 @@ import { startCountingForwarder } from '../test/helpers/counting-forwarder.ts';
 import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, curlOnce, wrkLoad, type LoadResult } from './load.ts';
 import { SERVE_USAGE, UsageError, parseServeOptions, type ServeOptions } from './options.ts';
-import { CpuMeter, NGINX_BIN, NGINX_INSTALL_HINT, REPO_ROOT, RssSampler, guardRun, mib, readProcMemory, startGantryProcess, startNginx, waitForIdle, type MirrorProcess } from './procs.ts';
+import { runBench, CpuMeter, NGINX_BIN, NGINX_INSTALL_HINT, REPO_ROOT, RssSampler, guardRun, mib, readProcMemory, startGantryProcess, startNginx, waitForIdle, type MirrorProcess } from './procs.ts';
 import { fmt, ratio, renderColumns, verdict } from './report.ts';
 
 type Key = 'gantry' | 'nginx';
@@ -304,27 +304,4 @@ async function main(opts: ServeOptions): Promise<number> {
   }
 }
 
-let opts: ServeOptions | 'help';
-try {
-  opts = parseServeOptions(process.argv.slice(2), process.env);
-} catch (err) {
-  process.stderr.write(`${(err as Error).message}\n\n${SERVE_USAGE}\n`);
-  process.exit(2);
-}
-if (opts === 'help') {
-  process.stdout.write(`${SERVE_USAGE}\n`);
-  process.exit(0);
-}
-try {
-  process.exitCode = await main(opts);
-} catch (err) {
-  if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n`);
-    process.exitCode = 2;
-  } else {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
-}
-// Everything is stopped by now; if some handle still lingers, do not hang the shell.
-setTimeout(() => process.exit(), 2000).unref();
+await runBench(() => parseServeOptions(process.argv.slice(2), process.env), SERVE_USAGE, main);
