@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 
 import { join } from 'node:path';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 import { BlobMismatchError, type BlobStore, type BlobWriter, type ByteRange } from './blob-store-api.ts';
-import { FileSource, type ChunkSource } from './chunk-source.ts';
+import { closeFd, FileSource, openFd, sizeOfFd, type ChunkSource } from './chunk-source.ts';
 
 /**
  * Content-addressed files under `<root>/blobs/<alg>/<2 hex>/<hex>`; writes go
@@ -47,18 +47,18 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openRead(digest: Digest, range?: ByteRange): Promise<{ source: ChunkSource; size: number } | undefined> {
-    let fh: FileHandle;
+    let fd: number;
     try {
-      fh = await open(this.pathFor(digest), 'r');
+      fd = await openFd(this.pathFor(digest));
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
     }
     try {
-      const { size } = await fh.stat();
-      return { source: new FileSource(fh, range?.start ?? 0, range?.end ?? size), size };
+      const size = await sizeOfFd(fd);
+      return { source: new FileSource(fd, range?.start ?? 0, range?.end ?? size), size };
     } catch (err) {
-      await fh.close();
+      closeFd(fd);
       throw err;
     }
   }

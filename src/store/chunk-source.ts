@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { close as fsClose, fstat as fsFstat, open as fsOpen, read as fsRead } from 'node:fs';
 import { Readable } from 'node:stream';
 
 /**
@@ -21,16 +21,21 @@ export interface ChunkSource {
   close(): void;
 }
 
-/** Bytes [start, end) of a file: an open handle the source then owns, or a path it opens on first read. */
+/**
+ * Bytes [start, end) of a file: an open descriptor the source then owns, or a path it opens on
+ * first read. Reads go through fs.read with a callback on the bare descriptor: the promise API's
+ * FileHandle.read cost ~10 µs of event-loop time per call in the profile of 64 connections on a
+ * cached 1 MiB blob (a fifth of the loop), about four times the callback's.
+ */
 export class FileSource implements ChunkSource {
-  private fh: FileHandle | Promise<FileHandle> | undefined;
+  private fd: number | Promise<number> | undefined;
   private readonly path: string | undefined;
   private pos: number;
   private readonly end: number;
   private closed = false;
 
-  constructor(file: FileHandle | string, start: number, end: number) {
-    this.fh = typeof file === 'string' ? undefined : file;
+  constructor(file: number | string, start: number, end: number) {
+    this.fd = typeof file === 'string' ? undefined : file;
     this.path = typeof file === 'string' ? file : undefined;
     this.pos = start;
     this.end = end;
@@ -39,9 +44,10 @@ export class FileSource implements ChunkSource {
   async read(buf: Buffer): Promise<Buffer | null> {
     if (this.pos >= this.end) return null;
     if (this.closed) throw new Error('source closed');
-    this.fh ??= open(this.path ?? '', 'r');
-    const fh = await this.fh;
-    const n = (await fh.read(buf, 0, Math.min(buf.length, this.end - this.pos), this.pos)).bytesRead;
+    this.fd ??= openFd(this.path ?? '');
+    const fd = await this.fd;
+    if (this.closed) throw new Error('source closed');
+    const n = await readAt(fd, buf, Math.min(buf.length, this.end - this.pos), this.pos);
     // A cached file shorter than its index entry: never end the body as if it were whole.
     if (n === 0) throw new Error(`blob file ended at ${this.pos} of ${this.end} bytes`);
     this.pos += n;
@@ -51,10 +57,28 @@ export class FileSource implements ChunkSource {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const fh = this.fh;
-    this.fh = undefined;
-    if (fh) void Promise.resolve(fh).then((h) => h.close()).catch(() => undefined);
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) void Promise.resolve(fd).then((d) => fsClose(d, () => undefined), () => undefined);
   }
+}
+
+/** Open a file for reading; the descriptor is the caller's to close. */
+export function openFd(path: string): Promise<number> {
+  return new Promise((resolve, reject) => fsOpen(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+/** The size of an open file. */
+export function sizeOfFd(fd: number): Promise<number> {
+  return new Promise((resolve, reject) => fsFstat(fd, (err, st) => (err ? reject(err) : resolve(st.size))));
+}
+
+export function closeFd(fd: number): void {
+  fsClose(fd, () => undefined);
+}
+
+function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 /** `source`, calling `release` once when it is closed (counters, metrics). */
