@@ -13,11 +13,13 @@ class RecordingSource implements ChunkSource {
   readonly buffers = new Set<ArrayBufferLike>();
   reads = 0;
   closed = 0;
+  readonly size: number;
   private pos = 0;
   private readonly data: Buffer;
   private readonly opts: { failAt?: number; shareEvery?: number; delayMs?: number };
   constructor(data: Buffer, opts: { failAt?: number; shareEvery?: number; delayMs?: number } = {}) {
     this.data = data;
+    this.size = data.length;
     this.opts = opts;
   }
 
@@ -123,7 +125,7 @@ describe('BlobSender: buffers by kind of body', () => {
     const server = createServer((_req, res) => {
       const b = bodies[next++];
       if (!b) return void res.destroy();
-      const size = Buffer.isBuffer(b.body) ? b.body.length : 1024 * 1024;
+      const size = Buffer.isBuffer(b.body) ? b.body.length : b.body.size;
       sender.send(res, 200, { 'Content-Length': size }, b, { kind: undefined, result: undefined, bytes: 0 }, createLogger('silent'));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -144,6 +146,27 @@ describe('BlobSender: buffers by kind of body', () => {
       assert.deepEqual([...new Set(sizes(stored))], [1024 * 1024]);
       assert.deepEqual([...new Set(sizes(live))], [64 * 1024]);
     } finally {
+      server.close();
+    }
+  });
+
+  test('with 8 stored blobs streaming, the next one gets 256 KiB buffers (fan-out), and the bytes are whole', async () => {
+    // 32 MiB bodies that the first 8 clients never read: far more than the sockets buffer, so their streams stay open, waiting.
+    const big = randomBytes(32 * 1024 * 1024);
+    const held = Array.from({ length: 8 }, () => ({ body: new RecordingSource(big), stored: true }));
+    const data = randomBytes(1024 * 1024);
+    const fanned = new RecordingSource(data);
+    const { server, url } = await serveAll([...held, { body: fanned, stored: true }]);
+    const waiting: IncomingMessage[] = [];
+    try {
+      for (let i = 0; i < held.length; i++) waiting.push(await get(url));
+      const { body } = await readAll(await get(url));
+      assert.ok(body.equals(data));
+      assert.deepEqual([...new Set(sizes(fanned))], [256 * 1024]);
+      for (const h of held) assert.deepEqual([...new Set(sizes(h.body))], [1024 * 1024], 'the first 8 had 1 MiB buffers');
+    } finally {
+      for (const w of waiting) w.destroy();
+      server.closeAllConnections();
       server.close();
     }
   });
