@@ -312,3 +312,25 @@ test('an upstream that is down when the prefetch starts and comes back: the imag
     await flaky.stop();
   }
 });
+
+test('with adminToken set, the API wants the bearer token, and gantry prefetch sends the one its config names', async () => {
+  const token = 'prefetch-test-admin-token';
+  const config = path.join(tmp, 'token-config.json');
+  await writeFile(config, JSON.stringify({ upstreams: [{ host: 'docker.io', url: fwd.url }], adminToken: token }));
+  const g = await gantryOn(fwd, path.join(tmp, 'token'), { GANTRY_CONFIG: config });
+  try {
+    const anonymous = await api(`${g.url}/admin/prefetch`, 'POST', JSON.stringify({ images: ['fx/small:v1'] }));
+    assert.equal(anonymous.status, 401);
+    const wrong = path.join(tmp, 'wrong-token-config.json');
+    await writeFile(wrong, JSON.stringify({ upstreams: [{ host: 'docker.io', url: fwd.url }], adminToken: 'not-it' }));
+    const denied = await gantryPrefetch('fx/small:v1', '--url', g.url, '--config', wrong);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /^gantry prefetch: .* answered 401: admin endpoints need Authorization: Bearer <adminToken>$/m);
+    const r = await gantryPrefetch('fx/small:v1', '--url', g.url, '--config', config);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^prefetched docker\.io\/fx\/small:v1 /m);
+    assert.doesNotMatch(r.stderr + r.stdout, new RegExp(token), 'the token is never printed');
+  } finally {
+    await stop(g);
+  }
+});
