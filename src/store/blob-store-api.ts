@@ -30,6 +30,8 @@ export interface BlobStore {
   remove(digest: Digest): Promise<void>;
   /** Every stored name, as `<alg>:<hex>` (not necessarily a valid digest: for reconciliation). */
   list(): AsyncIterable<string>;
+  /** Let go of what the store keeps open (descriptors of hot files); readers still going finish. */
+  close?(): void;
 }
 
 /**

@@ -3,7 +3,11 @@ import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 
 import { join } from 'node:path';
 import { createDigester, digestAlgorithm, type Digest } from '../oci/digest.ts';
 import { BlobMismatchError, type BlobStore, type BlobWriter, type ByteRange } from './blob-store-api.ts';
-import { closeFd, FileSource, openFd, sizeOfFd, type ChunkSource } from './chunk-source.ts';
+import { FileSource, type ChunkSource } from './chunk-source.ts';
+import { OpenFiles } from './open-files.ts';
+
+/** Descriptors kept open for recently served files: well under the default limit of 1,024 per process. */
+const OPEN_FILES = 256;
 
 /**
  * Content-addressed files under `<root>/blobs/<alg>/<2 hex>/<hex>`; writes go
@@ -18,10 +22,12 @@ export class FsBlobStore implements BlobStore {
   readonly root: string;
   private readonly tmpDir: string;
   private readonly tempName: () => string;
+  private readonly openFiles: OpenFiles;
 
-  /** `tempName` is for tests that need a predictable temp file. */
-  constructor(root: string, opts: { tempName?: () => string } = {}) {
+  /** `tempName` is for tests that need a predictable temp file; `openFiles`: descriptors kept open for hot files. */
+  constructor(root: string, opts: { tempName?: () => string; openFiles?: number } = {}) {
     this.root = root;
+    this.openFiles = new OpenFiles(opts.openFiles ?? OPEN_FILES);
     this.tmpDir = join(root, 'tmp');
     this.tempName = opts.tempName ?? (() => `${Date.now()}-${randomBytes(8).toString('hex')}`);
   }
@@ -47,20 +53,9 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openRead(digest: Digest, range?: ByteRange): Promise<{ source: ChunkSource; size: number } | undefined> {
-    let fd: number;
-    try {
-      fd = await openFd(this.pathFor(digest));
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-    try {
-      const size = await sizeOfFd(fd);
-      return { source: new FileSource(fd, range?.start ?? 0, range?.end ?? size), size };
-    } catch (err) {
-      closeFd(fd);
-      throw err;
-    }
+    const file = await this.openFiles.lend(digest, this.pathFor(digest));
+    if (!file) return undefined;
+    return { source: new FileSource(file.fd, range?.start ?? 0, range?.end ?? file.size, file.release), size: file.size };
   }
 
   async createWriter(digest: Digest): Promise<BlobWriter> {
@@ -77,9 +72,14 @@ export class FsBlobStore implements BlobStore {
   }
 
   async remove(digest: Digest): Promise<void> {
+    this.openFiles.forget(digest);
     await unlink(this.pathFor(digest)).catch((err: unknown) => {
       if (!isNotFound(err)) throw err;
     });
+  }
+
+  close(): void {
+    this.openFiles.clear();
   }
 
   async *list(): AsyncGenerator<string> {

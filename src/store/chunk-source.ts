@@ -32,13 +32,16 @@ export class FileSource implements ChunkSource {
   private readonly path: string | undefined;
   private pos: number;
   private readonly end: number;
+  private readonly release: (() => void) | undefined;
   private closed = false;
 
-  constructor(file: number | string, start: number, end: number) {
+  /** `release`: how to give back a lent descriptor instead of closing it (see OpenFiles). */
+  constructor(file: number | string, start: number, end: number, release?: () => void) {
     this.fd = typeof file === 'string' ? undefined : file;
     this.path = typeof file === 'string' ? file : undefined;
     this.pos = start;
     this.end = end;
+    this.release = release;
   }
 
   async read(buf: Buffer): Promise<Buffer | null> {
@@ -59,7 +62,8 @@ export class FileSource implements ChunkSource {
     this.closed = true;
     const fd = this.fd;
     this.fd = undefined;
-    if (fd !== undefined) void Promise.resolve(fd).then((d) => fsClose(d, () => undefined), () => undefined);
+    if (this.release) this.release();
+    else if (fd !== undefined) void Promise.resolve(fd).then((d) => fsClose(d, () => undefined), () => undefined);
   }
 }
 

@@ -171,6 +171,7 @@ export class ContentCache {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     await this.flush();
     await this.index.close();
+    this.files.close?.();
   }
 
   /** Index lookup without touching recency. */
