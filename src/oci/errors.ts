@@ -53,3 +53,14 @@ export function toErrorBody(err: RegistryError): ErrorBody {
   if (err.detail !== undefined) entry.detail = err.detail;
   return { errors: [entry] };
 }
+
+/** The first message of an OCI error body (`{"errors": [{"message": ...}]}`); undefined if the text is not one. */
+export function ociErrorMessage(text: string): string | undefined {
+  try {
+    const parsed = JSON.parse(text) as { errors?: Array<{ message?: unknown }> } | null;
+    const message = parsed?.errors?.[0]?.message;
+    return typeof message === 'string' && message !== '' ? message : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,4 +1,5 @@
 import { request } from 'undici';
+import { ociErrorMessage } from '../oci/errors.ts';
 import { adminHeaders } from '../transfer/export-remote.ts';
 import type { PrefetchJob, PrefetchRequest } from './job.ts';
 
@@ -45,17 +46,7 @@ export class PrefetchClient {
       throw new PrefetchApiError(0, `no Gantry answers at ${this.baseUrl} (${(err as Error).message}); prefetch runs in a serving Gantry: start it, or give its address with --url`);
     }
     const text = await res.body.text();
-    if (res.statusCode !== expected) throw new PrefetchApiError(res.statusCode, `${this.baseUrl} answered ${res.statusCode}: ${errorMessageOf(text)}`);
+    if (res.statusCode !== expected) throw new PrefetchApiError(res.statusCode, `${this.baseUrl} answered ${res.statusCode}: ${ociErrorMessage(text) ?? text.slice(0, 300)}`);
     return JSON.parse(text) as T;
-  }
-}
-
-/** The message of an OCI error body, else the start of the text. */
-export function errorMessageOf(text: string): string {
-  try {
-    const body = JSON.parse(text) as { errors?: Array<{ message?: string }> };
-    return body.errors?.[0]?.message ?? text.slice(0, 300);
-  } catch {
-    return text.slice(0, 300);
   }
 }

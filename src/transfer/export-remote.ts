@@ -2,6 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { request } from 'undici';
+import { ociErrorMessage } from '../oci/errors.ts';
 import { parseImageRef } from '../oci/image-ref.ts';
 import { formatPlatform, parseManifest, platformMatches, type Platform } from '../oci/manifest.ts';
 import { MANIFEST_ACCEPT } from '../oci/media-types.ts';
@@ -69,15 +70,7 @@ async function call(u: string, what: string, headers: Record<string, string> = {
 
 /** The message of an OCI error body, else `HTTP <status>`. */
 export async function errorMessage(body: { text(): Promise<string> }, status: number): Promise<string> {
-  const text = await body.text().catch(() => '');
-  try {
-    const parsed = JSON.parse(text) as { errors?: Array<{ message?: string }> };
-    const message = parsed.errors?.[0]?.message;
-    if (message) return message;
-  } catch {
-    // not an OCI error body: the status says enough
-  }
-  return `HTTP ${status}`;
+  return ociErrorMessage(await body.text().catch(() => '')) ?? `HTTP ${status}`;
 }
 
 /** The admin API's bearer token, when the config sets one (`adminToken`). */

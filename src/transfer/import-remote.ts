@@ -4,6 +4,7 @@ import { lstat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { request } from 'undici';
+import { ociErrorMessage } from '../oci/errors.ts';
 import { directorySource, ImportError } from './archive-source.ts';
 import type { ImportProgress, ImportSummary, ImportTarget } from './import.ts';
 
@@ -30,7 +31,7 @@ export async function importThroughServer(path: string, target: ImportTarget, ba
   }
   const text = await res.body.text();
   if (res.statusCode === 200) return JSON.parse(text) as ImportSummary;
-  throw new ImportError(path, undefined, `${baseUrl} answered ${res.statusCode}: ${errorMessage(text)}`.replaceAll(`${path}: `, ''));
+  throw new ImportError(path, undefined, `${baseUrl} answered ${res.statusCode}: ${ociErrorMessage(text) ?? text.slice(0, 300)}`.replaceAll(`${path}: `, ''));
 }
 
 async function bodyOf(path: string): Promise<Readable> {
@@ -56,13 +57,4 @@ function packDirectory(dir: string): Readable {
   };
   fill().catch((err: unknown) => p.destroy(err as Error));
   return p as unknown as Readable;
-}
-
-function errorMessage(text: string): string {
-  try {
-    const body = JSON.parse(text) as { errors?: Array<{ message?: string }> };
-    return body.errors?.[0]?.message ?? text.slice(0, 300);
-  } catch {
-    return text.slice(0, 300);
-  }
 }
