@@ -4,7 +4,8 @@ import type { Config } from '../config/config.ts';
 import { RegistryError } from '../oci/errors.ts';
 import { parsePlatform, type Platform } from '../oci/manifest.ts';
 import type { ContentCache } from '../store/content-cache.ts';
-import { planFromCache, summaryOf, writeFromCache } from '../transfer/export-images.ts';
+import { archiveBytes } from '../transfer/export-archive.ts';
+import { planFromCache, writeFromCache } from '../transfer/export-images.ts';
 import { EXPORT_BYTES_HEADER, ExportError, type ExportPlan } from '../transfer/export-plan.ts';
 import type { AppEnv } from './app-env.ts';
 
@@ -32,7 +33,7 @@ export function registerExportRoute(app: Hono<AppEnv>, svc: ExportRouteServices)
       c.get('log')().warn({ err: (err as Error).message }, 'export cut short');
       body.destroy(err as Error);
     });
-    return new Response(Readable.toWeb(body) as ReadableStream, { headers: { 'Content-Type': 'application/x-tar', [EXPORT_BYTES_HEADER]: String(summaryOf(plan).bytes) } });
+    return new Response(Readable.toWeb(body) as ReadableStream, { headers: { 'Content-Type': 'application/x-tar', [EXPORT_BYTES_HEADER]: String(archiveBytes(plan)) } });
   });
 }
 

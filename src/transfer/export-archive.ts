@@ -22,7 +22,7 @@ export async function writeArchive(plan: ExportPlan, open: BlobOpener, out: Writ
       await addFile(tar, 'oci-layout', OCI_LAYOUT);
       await addFile(tar, 'index.json', plan.index);
       await addFile(tar, 'manifest.json', plan.manifestJson);
-      for (const dir of ['blobs/', ...new Set(plan.blobs.map((b) => `${blobPath(b.digest).split('/').slice(0, 2).join('/')}/`))]) {
+      for (const dir of directoriesOf(plan)) {
         await addEntry(tar, { name: dir, type: 'directory', mode: 0o755, mtime: MTIME });
       }
       for (const blob of plan.blobs) {
@@ -42,6 +42,26 @@ export async function writeArchive(plan: ExportPlan, open: BlobOpener, out: Writ
   // Together: an output that fails (disk full, client gone) rejects at once instead of leaving
   // an entry callback waiting forever.
   await Promise.all([fill(), pipeline(tar, out)]);
+}
+
+/** The tar's directory entries: `blobs/` and one per digest algorithm. */
+function directoriesOf(plan: ExportPlan): string[] {
+  return ['blobs/', ...new Set(plan.blobs.map((b) => `${blobPath(b.digest).split('/').slice(0, 2).join('/')}/`))];
+}
+
+const TAR_BLOCK = 512;
+/** tar-stream's finalize: two zero blocks. */
+const TAR_END = 2 * TAR_BLOCK;
+
+/**
+ * The size of the archive writeArchive writes for `plan`: a 512-byte header per entry, each file's
+ * data padded to 512 bytes, and the end. (Names stay under tar's 100 bytes, so no extended
+ * headers.) What a progress bar over the whole file, or a Content-Length, needs.
+ */
+export function archiveBytes(plan: ExportPlan): number {
+  const files = [OCI_LAYOUT.length, plan.index.length, plan.manifestJson.length, ...plan.blobs.map((b) => b.size)];
+  const data = files.reduce((n, size) => n + TAR_BLOCK + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK, 0);
+  return data + directoriesOf(plan).length * TAR_BLOCK + TAR_END;
 }
 
 async function mustOpen(open: BlobOpener, digest: Digest, size: number): Promise<Readable> {

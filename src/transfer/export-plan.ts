@@ -23,7 +23,7 @@ export type ExportPlan = {
   manifestJson: Buffer;
 };
 
-/** The bytes of blobs an export from the running instance will stream, for the CLI's progress bar. */
+/** The size of the archive an export from the running instance streams (archiveBytes), for the CLI's progress bar. */
 export const EXPORT_BYTES_HEADER = 'X-Gantry-Export-Bytes';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -186,6 +186,24 @@ test('--fetch pulls an uncached image through the running Gantry, then exports i
   assert.deepEqual(a.badBlobs, []);
   assert.equal(a.index.manifests[0]?.digest, late.manifestDigest);
   for (const b of late.blobs) assert.equal(fwd.count({ method: 'GET', pathIncludes: b.digest }), 1, `one upstream GET of ${b.digest}`);
+});
+
+test('on a terminal, export draws a progress bar of bytes (cli-progress), then the summary', async () => {
+  const out = path.join(tmp, 'tty.tar');
+  // util-linux `script` gives the command a pseudo-terminal and copies what it draws to stdout.
+  const cmd = `stty cols 200; bin/gantry export fx/docker:v1 -o ${out} --url ${gantry?.url ?? ''}`;
+  const { stdout } = await execFileP('script', ['-qefc', cmd, '/dev/null'], {
+    timeout: 60_000,
+    env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_CACHE_DIR: cacheDir, GANTRY_UPSTREAM_URL: fwd.url, GANTRY_LOG_LEVEL: 'warn' },
+  });
+  // Escape sequences out (cursor saves, line clears); the bar's final state stays.
+  const screen = stdout.replace(/\x1b(\[[0-9;?]*[A-Za-z]|[78])/g, '');
+  const bars = [...screen.matchAll(/export \[[^\]]+\] (\d+)% (\d+)\/(\d+) bytes/g)];
+  const last = bars.at(-1);
+  assert.ok(last, screen);
+  assert.deepEqual([last[1], last[2]], ['100', last[3]], 'the bar ends full, at the size of the archive written');
+  assert.equal(Number(last[3]), statSync(out).size);
+  assert.match(screen, /exported .* to .*tty\.tar/);
 });
 
 test('with Gantry stopped, export reads the cache directly and writes the same archive', async () => {

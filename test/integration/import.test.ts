@@ -4,15 +4,25 @@
  * a counting forwarder, which proves that nothing went upstream.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { legacyDockerSave, ociLayout, tarOf, entriesOf } from '../fixtures/archives.ts';
 import { buildImage, buildIndex, MANIFEST_ACCEPT, sha256 } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { runGantry } from '../helpers/gantry-process.ts';
 import { startMirror, type Mirror } from '../helpers/mirror.ts';
+
+const execFileP = promisify(execFile);
+
+/** The test's environment without GANTRY_CONFIG, as runGantry runs commands. */
+function withoutConfigEnv(): NodeJS.ProcessEnv {
+  const { GANTRY_CONFIG: _, ...env } = process.env;
+  return env;
+}
 
 const oci = buildImage({ format: 'oci', seed: 'import-int-oci' });
 const multi = buildIndex({ format: 'oci', platforms: [{ os: 'linux', arch: 'amd64' }, { os: 'linux', arch: 'arm64' }], seed: 'import-int-multi' });
@@ -67,6 +77,21 @@ async function pullAll(mirror: Mirror, repo: string, tag: string, expected: stri
   };
   await walk(top.body);
 }
+
+describe('gantry import on a terminal', () => {
+  it('draws a progress bar of bytes read for each pass (cli-progress), then the summary', async () => {
+    const config = await configFile('tty.json', path.join(work, 'cache-tty'));
+    const archive = path.join(work, 'oci.tar');
+    // util-linux `script` gives the command a pseudo-terminal and copies what it draws to stdout.
+    const { stdout } = await execFileP('script', ['-qefc', `stty cols 200; bin/gantry import -c ${config} ${archive}`, '/dev/null'], {
+      timeout: 60_000,
+      env: { ...withoutConfigEnv(), GANTRY_NODE: process.execPath },
+    });
+    const screen = stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    assert.match(screen, new RegExp(`${archive.replaceAll('.', '\\.')} pass 2 \\| [1-9]\\d* bytes`));
+    assert.match(screen, /1 archive\(s\): 2 image\(s\)/);
+  });
+});
 
 describe('gantry import into a stopped cache, then served with the upstream unreachable', () => {
   it('imports an OCI archive (image + multi-arch index) and a legacy docker save; every pull is served with 0 upstream requests', async () => {

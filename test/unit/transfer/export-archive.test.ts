@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { extract } from 'tar-stream';
 import { buildImage } from '../../fixtures/images.ts';
-import { writeArchive, type BlobOpener } from '../../../src/transfer/export-archive.ts';
+import { archiveBytes, writeArchive, type BlobOpener } from '../../../src/transfer/export-archive.ts';
 import { ExportError, planExport } from '../../../src/transfer/export-plan.ts';
 import type { Digest } from '../../../src/oci/digest.ts';
 
@@ -45,6 +45,7 @@ test('the tar has oci-layout, index.json, manifest.json, the blob directories an
     assert.ok(e.bytes.equals(b.bytes));
   }
   assert.equal(counted, img.manifest.length + img.blobs.reduce((n, b) => n + b.bytes.length, 0), 'progress counts every blob byte');
+  assert.equal(bytes().length, archiveBytes(await plan()), 'archiveBytes is the size of the file written');
 });
 
 test('a blob gone from the store, or of another size, rejects with an ExportError naming it', async () => {
