@@ -67,34 +67,37 @@ function int(v: string | undefined, name: string, fallback: number, min: number,
   return n;
 }
 
-export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions | 'help' {
+type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+
+/** Parse flags strictly (an unknown one is a UsageError); `str(name)` reads a string flag. */
+function flagsOf(argv: string[], options: FlagSpec): { values: Record<string, string | boolean | undefined>; str: (k: string) => string | undefined } {
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        quick: { type: 'boolean' },
-        bandwidth: { type: 'string' },
-        'latency-ms': { type: 'string' },
-        'blob-size': { type: 'string' },
-        clients: { type: 'string' },
-        'image-size': { type: 'string' },
-        layers: { type: 'string' },
-        duration: { type: 'string' },
-        connections: { type: 'string' },
-        loadgen: { type: 'string' },
-        'wait-idle': { type: 'string' },
-        rounds: { type: 'string' },
-        'curl-runs': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
+    ({ values } = parseArgs({ args: argv, strict: true, options }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  return { values, str: (k) => (typeof values[k] === 'string' ? values[k] : undefined) };
+}
+
+export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions | 'help' {
+  const { values, str } = flagsOf(argv, {
+    quick: { type: 'boolean' },
+    bandwidth: { type: 'string' },
+    'latency-ms': { type: 'string' },
+    'blob-size': { type: 'string' },
+    clients: { type: 'string' },
+    'image-size': { type: 'string' },
+    layers: { type: 'string' },
+    duration: { type: 'string' },
+    connections: { type: 'string' },
+    loadgen: { type: 'string' },
+    'wait-idle': { type: 'string' },
+    rounds: { type: 'string' },
+    'curl-runs': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   if (values['help'] === true) return 'help';
-  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
   const quick = values['quick'] === true;
   const MiB = 2 ** 20;
 
@@ -163,27 +166,17 @@ Warm cache hits: Gantry (default log level) vs nginx (sendfile off) serving the 
                           curl); with BENCH_GANTRY_NODE=<wrapper adding --cpu-prof>, profiles one path`;
 
 export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): ServeOptions | 'help' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        quick: { type: 'boolean' },
-        duration: { type: 'string' },
-        connections: { type: 'string' },
-        rounds: { type: 'string' },
-        'curl-runs': { type: 'string' },
-        'wait-idle': { type: 'string' },
-        only: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values, str } = flagsOf(argv, {
+    quick: { type: 'boolean' },
+    duration: { type: 'string' },
+    connections: { type: 'string' },
+    rounds: { type: 'string' },
+    'curl-runs': { type: 'string' },
+    'wait-idle': { type: 'string' },
+    only: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   if (values['help'] === true) return 'help';
-  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
   const quick = values['quick'] === true;
   const only = (str('only') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   const durationS = int(str('duration'), '--duration', quick ? 2 : 10, 1, 120);
