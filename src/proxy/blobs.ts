@@ -32,6 +32,8 @@ export type OpenedBlob = {
   body: Buffer | ChunkSource;
   /** The body reads a stored blob (its buffers can be sized by how many such reads run), not bytes still arriving. */
   stored: boolean;
+  /** A cache hit's local file, when the store keeps one: a serving process may read it itself (src/serving/). */
+  file?: string;
 };
 
 /**
@@ -211,11 +213,11 @@ export class PullThroughBlobs {
       if (!whole) return undefined;
       const range = withResult('hit', rangeHeader, parseRange, whole.bytes.length);
       const body = range ? whole.bytes.subarray(range.start, range.end) : whole.bytes;
-      return { size: whole.bytes.length, result: 'hit', range, body, stored: true };
+      return { size: whole.bytes.length, result: 'hit', range, body, stored: true, file: this.opts.cache.fileOf(req.digest) };
     }
     const range = withResult('hit', rangeHeader, parseRange, entry.size);
     const local = await this.opts.cache.open(req.digest, range);
-    return local ? { size: local.size, result: 'hit', range, body: local.source, stored: true } : undefined;
+    return local ? { size: local.size, result: 'hit', range, body: local.source, stored: true, file: this.opts.cache.fileOf(req.digest) } : undefined;
   }
 
   private async checkRestricted(req: BlobRequest): Promise<void> {

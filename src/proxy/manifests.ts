@@ -30,6 +30,8 @@ export type ManifestResult = {
   /** Undefined only for HEAD answered by an upstream HEAD. */
   bytes: Buffer | undefined;
   result: CacheResult;
+  /** The cached copy's local file, when the store keeps one: a serving process may read it itself (src/serving/). */
+  file?: string;
 };
 
 /**
@@ -211,7 +213,7 @@ export class PullThroughManifests {
     }
     const local = await this.cache.readWhole(digest);
     if (!local) return undefined;
-    return { digest, mediaType: local.entry.mediaType, size: local.bytes.length, bytes: local.bytes };
+    return { digest, mediaType: local.entry.mediaType, size: local.bytes.length, bytes: local.bytes, file: this.cache.fileOf(digest) };
   }
 }
 

@@ -32,6 +32,11 @@ export interface BlobStore {
   list(): AsyncIterable<string>;
   /** Let go of what the store keeps open (descriptors of hot files); readers still going finish. */
   close?(): void;
+  /**
+   * The local file a committed blob is kept in, for another process to read it itself (serving
+   * processes, src/serving/); only stores backed by local files have one.
+   */
+  pathOf?(digest: Digest): string;
 }
 
 /**

@@ -43,6 +43,10 @@ export class FsBlobStore implements BlobStore {
     return join(this.root, 'blobs', alg, hex.slice(0, 2), hex);
   }
 
+  pathOf(digest: Digest): string {
+    return this.pathFor(digest);
+  }
+
   async stat(digest: Digest): Promise<{ size: number } | undefined> {
     try {
       return { size: (await stat(this.pathFor(digest))).size };

@@ -50,6 +50,8 @@ export class ContentCache {
   /** Digest → how many pins name it; pinned entries are never evicted. */
   private readonly pinned = new Map<string, number>();
   private readonly pinRecords = new Map<string, PinRecord>();
+  /** Told of every entry that leaves the index (evicted, removed, found missing). */
+  private readonly forgetListeners: Array<(digest: Digest) => void> = [];
   /** Bytes of cached entries that some pin names (kept as a running sum: gauges update on every add). */
   private pinnedBytes = 0;
   private pinnedOverBudget = false;
@@ -179,6 +181,22 @@ export class ContentCache {
     return this.lru.peek(digest);
   }
 
+  /** The local file of a cached object, when the store keeps one (see BlobStore.pathOf). */
+  fileOf(digest: Digest): string | undefined {
+    return this.lru.has(digest) ? this.files.pathOf?.(digest) : undefined;
+  }
+
+  /** Reads served elsewhere (by a serving process, from fileOf): recency and hit counts, persisted by flush(). */
+  recordReads(digest: Digest, count: number): void {
+    const entry = this.lru.get(digest);
+    if (entry) this.touch(digest, entry, count);
+  }
+
+  /** Call `listener` with the digest of every entry that leaves the cache. */
+  onForget(listener: (digest: Digest) => void): void {
+    this.forgetListeners.push(listener);
+  }
+
   /** The index entry of an object whose bytes are stored (HEAD), without recording an access. */
   async stat(digest: Digest): Promise<ContentEntry | undefined> {
     const entry = this.lru.peek(digest);
@@ -241,9 +259,9 @@ export class ContentCache {
   }
 
   /** Access bookkeeping, persisted in batches by flush(). */
-  private touch(digest: Digest, entry: ContentEntry): void {
+  private touch(digest: Digest, entry: ContentEntry, count = 1): void {
     entry.lastAccess = Date.now();
-    entry.hits += 1;
+    entry.hits += count;
     this.dirty.add(digest);
   }
 
@@ -349,6 +367,8 @@ export class ContentCache {
     this.lru.delete(digest);
     this.hot.delete(digest);
     this.dirty.delete(digest);
+    // Before the index write and the unlink that follow, so no one is sent to the file after it goes.
+    for (const listener of this.forgetListeners) listener(digest);
     await this.index.deleteContent(digest);
     this.updateGauges();
   }
@@ -469,6 +489,7 @@ export class ContentCache {
     this.hot.delete(digest);
     this.metrics.evictions.inc();
     this.metrics.evictedBytes.inc(entry.size);
+    for (const listener of this.forgetListeners) listener(digest);
     // Index first: a crash between the two leaves an orphan file (harmless), never an entry without a file.
     // A fill may re-add the same digest meanwhile: then its new file stays (and if that race is
     // lost anyway, a missing file is only ever a miss, never wrong bytes).
