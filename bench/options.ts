@@ -11,7 +11,7 @@ export type BenchOptions = {
   latencyMs: number;
   /** Size of each cold/warm big blob. */
   blobBytes: number;
-  /** Concurrency levels of the cold multi-client runs, ascending; the last one is "the N-client run" (peak RSS). */
+  /** Concurrency levels of the cold multi-client runs, ascending; the last one is "the N-client run" (peak memory). */
   clients: number[];
   /** Total size of the layers of the skopeo image. */
   imageBytes: number;

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,76 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answers, onFreePort, startSupervisedChild } from '../test/helpers/supervised-child.ts';
 import { UsageError } from './options.ts';
+import { CpuMeter } from './proctree.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const NODE_BIN = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
 const READY_DEADLINE_MS = 20_000;
-const MiB = 2 ** 20;
 
-// ---------------------------------------------------------------------------------------------
-// /proc/<pid>/status
-
-export type ProcMemory = { rssBytes: number; hwmBytes: number };
-
-/** VmRSS and VmHWM (peak RSS) of a live process; undefined once it is gone. */
-export function readProcMemory(pid: number): ProcMemory | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const kb = (field: string): number => {
-    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(text);
-    return m ? Number(m[1]) * 1024 : 0;
-  };
-  return { rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM') };
-}
-
-/** Reset VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`, Linux >= 4.0); false if not allowed. */
-export function resetPeakRss(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Samples VmRSS every intervalMs while running. The peak is the larger of the sampled maximum and
- * VmHWM, when VmHWM could be reset at start (otherwise VmHWM holds history from before the window).
- */
-export class RssSampler {
-  readonly #pid: number;
-  readonly #hwmReset: boolean;
-  #maxRss = 0;
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(pid: number, intervalMs = 25) {
-    this.#pid = pid;
-    this.#hwmReset = resetPeakRss(pid);
-    this.#sample();
-    this.#timer = setInterval(() => this.#sample(), intervalMs);
-  }
-
-  #sample(): void {
-    const m = readProcMemory(this.#pid);
-    if (m && m.rssBytes > this.#maxRss) this.#maxRss = m.rssBytes;
-  }
-
-  /** Stop sampling; returns the peak RSS in bytes over the window and how it was measured. */
-  stop(): { peakBytes: number; method: string } {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    this.#sample();
-    const m = readProcMemory(this.#pid);
-    if (this.#hwmReset && m) return { peakBytes: Math.max(m.hwmBytes, this.#maxRss), method: 'VmHWM after clear_refs' };
-    return { peakBytes: this.#maxRss, method: 'max sampled VmRSS' };
-  }
-}
+// Memory and CPU of process trees: bench/proctree.ts (re-exported for run.ts and serve.ts).
+export { CpuMeter, TreeMemorySampler, describeTreeMemory, mib, readProcMemory, readTreeMemory, type MemoryPeak, type TreeMemory } from './proctree.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Managed child processes
@@ -374,109 +314,8 @@ export async function startNginx(spec: NginxSpec): Promise<MirrorProcess & { acc
   }
 }
 
-export function mib(bytes: number): string {
-  return `${(bytes / MiB).toFixed(1)} MiB`;
-}
-
 // ---------------------------------------------------------------------------------------------
-// CPU accounting: how much of the machine did something other than this bench use?
-
-function statFields(text: string): string[] {
-  // Fields after "pid (comm)"; comm may contain spaces and parentheses.
-  return text.slice(text.lastIndexOf(')') + 2).split(' ');
-}
-
-/** Busy jiffies of the whole machine (everything but idle and iowait) from /proc/stat. */
-function machineBusyJiffies(): number {
-  const first = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-  const [, user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = first.trim().split(/\s+/).map(Number);
-  return user + nice + system + irq + softirq + steal;
-}
-
-/** CPU jiffies of this process, its reaped children, and every live descendant. */
-function ownJiffies(): number {
-  const parent = new Map<number, number>();
-  const cpu = new Map<number, number>();
-  let dirs: string[] = [];
-  try {
-    dirs = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  } catch {
-    return NaN;
-  }
-  for (const d of dirs) {
-    try {
-      const f = statFields(readFileSync(`/proc/${d}/stat`, 'utf8'));
-      // After comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-      parent.set(Number(d), Number(f[1]));
-      cpu.set(Number(d), Number(f[11]) + Number(f[12]));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  const self = statFields(readFileSync('/proc/self/stat', 'utf8'));
-  let total = Number(self[11]) + Number(self[12]) + Number(self[13]) + Number(self[14]);
-  const ours = new Set([process.pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, ppid] of parent) {
-      if (!ours.has(pid) && ours.has(ppid)) {
-        ours.add(pid);
-        total += cpu.get(pid) ?? 0;
-        grew = true;
-      }
-    }
-  }
-  return total;
-}
-
-function pidJiffies(pid: number): number {
-  try {
-    const f = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return NaN;
-  }
-}
-
-/** CPU jiffies of `pid` and its live children (nginx's workers; Gantry has none). */
-function treeJiffies(pid: number): number {
-  let total = pidJiffies(pid);
-  let kids: string[] = [];
-  try {
-    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((k) => k !== '');
-  } catch {
-    // no children file (kernel without CONFIG_PROC_CHILDREN) or gone: the process alone
-  }
-  for (const k of kids) total += treeJiffies(Number(k));
-  return total;
-}
-
-/**
- * Measures, over a window, the cores used by one process of interest and its children (the server under test), by
- * the bench with all its other children, and by everything else on the machine.
- */
-export class CpuMeter {
-  readonly #pid: number | undefined;
-  #t = performance.now();
-  #busy = machineBusyJiffies();
-  #own = ownJiffies();
-  #proc: number;
-
-  constructor(pid?: number) {
-    this.#pid = pid;
-    this.#proc = pid === undefined ? 0 : treeJiffies(pid);
-  }
-
-  /** Cores used since construction: `proc` by the process of interest, `own` by the bench and its other children, `other` by the rest. */
-  read(): { proc: number; own: number; other: number } {
-    const HZ = 100; // USER_HZ on Linux
-    const secs = (performance.now() - this.#t) / 1000;
-    const busy = (machineBusyJiffies() - this.#busy) / HZ / secs;
-    const ownAll = (ownJiffies() - this.#own) / HZ / secs;
-    const proc = this.#pid === undefined ? 0 : (treeJiffies(this.#pid) - this.#proc) / HZ / secs;
-    return { proc, own: Math.max(0, ownAll - proc), other: Math.max(0, busy - ownAll) };
-  }
-}
+// Waiting for a quiet machine
 
 /**
  * Wait (at most maxMs) until processes outside the bench use less than `threshold` cores for

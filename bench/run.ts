@@ -19,7 +19,7 @@ import { startCountingForwarder, type CountingForwarder } from '../test/helpers/
 import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, coldFetchInWorker, curlOnce, skopeoCopy, undiciLoadInWorker, wrkLoad, type ColdRun, type LoadResult, type LoadSpec } from './load.ts';
 import { USAGE, UsageError, parseOptions, type BenchOptions } from './options.ts';
-import { runBench, guardRun, CpuMeter, NODE_BIN, REGISTRY_BIN, REPO_ROOT, RssSampler, mib, readProcMemory, startBaselineProxy, startGantryProcess, waitForIdle, type MirrorProcess } from './procs.ts';
+import { runBench, guardRun, CpuMeter, NODE_BIN, REGISTRY_BIN, REPO_ROOT, TreeMemorySampler, describeTreeMemory, mib, readTreeMemory, startBaselineProxy, startGantryProcess, waitForIdle, type MirrorProcess } from './procs.ts';
 import { fmt, renderTable, type Row } from './report.ts';
 
 type Key = 'gantry' | 'baseline';
@@ -188,8 +188,10 @@ async function main(opts: BenchOptions): Promise<number> {
       if (r.ok !== 1) throw new Error(`${k}: warm-up fetch failed: ${r.failures.join('; ')}`);
       await settle(m.fwd, 15_000);
     }
-    const idleRss: Both<number> = { gantry: readProcMemory(gantry.pid)?.rssBytes ?? NaN, baseline: readProcMemory(baseline.pid)?.rssBytes ?? NaN };
-    log(`idle RSS:    gantry ${fmt.mib(idleRss.gantry)}, baseline ${fmt.mib(idleRss.baseline)} (after warm-up)`);
+    // Memory of each mirror's whole process tree (Gantry's workers, if any, included): PSS summed.
+    const idleMem = { gantry: readTreeMemory(gantry.pid), baseline: readTreeMemory(baseline.pid) };
+    const idlePss: Both<number> = { gantry: idleMem.gantry?.pssBytes ?? NaN, baseline: idleMem.baseline?.pssBytes ?? NaN };
+    log(`idle memory: gantry ${describeTreeMemory(idleMem.gantry)}, baseline ${describeTreeMemory(idleMem.baseline)} (after warm-up)`);
     log('');
 
     const phases: Array<{ name: string; at: number }> = [{ name: 'start-up and warm-up', at: 0 }];
@@ -208,7 +210,7 @@ async function main(opts: BenchOptions): Promise<number> {
     const line = (k: Key, text: string): void => {
       const cpu = meter.read();
       otherLoad.push({ phase: (/^\[\d\]/.exec(phases.at(-1)?.name ?? '')?.[0] ?? '?') + ` ${k}`, cores: cpu.other });
-      log(`    ${k.padEnd(9)} ${text}  {cores: ${k} ${cpu.proc.toFixed(2)}, bench+origin+clients ${cpu.own.toFixed(2)}, others ${cpu.other.toFixed(2)}}`);
+      log(`    ${k.padEnd(9)} ${text}  {cores: ${k} ${cpu.proc.toFixed(2)} (${cpu.processes} proc), bench+origin+clients ${cpu.own.toFixed(2)}, others ${cpu.other.toFixed(2)}}`);
     };
     const coldTimeout = (fetches: number): number => Math.ceil(((fetches + 2) * opts.blobBytes / opts.bandwidth) * 3000 + 60_000);
     const noteFailures = (what: string, k: Key, r: ColdRun): void => {
@@ -239,28 +241,28 @@ async function main(opts: BenchOptions): Promise<number> {
     rows.push({ section: '1', figure: 'cold blob, 1 client: upstream bytes ratio', ...both((m) => cold1[m.key].up.bytes / big1.size), format: fmt.ratio, target: '', pass: undefined });
 
     const maxN = opts.clients[opts.clients.length - 1] ?? 0;
-    const coldN = new Map<number, Both<{ run: ColdRun; up: Upstream; peakRss: number; rssMethod: string }>>();
+    const coldN = new Map<number, Both<{ run: ColdRun; up: Upstream; peakPss: number; memMethod: string }>>();
     for (const n of opts.clients) {
       const blob = bigN.get(n);
       if (blob === undefined) continue;
       phase(`[1] cold ${mib(opts.blobBytes)} blob (another one), ${n} concurrent clients`);
-      const res = {} as Both<{ run: ColdRun; up: Upstream; peakRss: number; rssMethod: string }>;
+      const res = {} as Both<{ run: ColdRun; up: Upstream; peakPss: number; memMethod: string }>;
       for (const k of KEYS) {
         const m = mirrors[k];
         m.fwd.reset();
         mark(k);
-        const sampler = new RssSampler(m.proc.pid);
+        const sampler = new TreeMemorySampler(m.proc.pid, 25);
         const run = await coldFetchInWorker({ baseUrl: m.proc.url, path: `/v2/bench/big/blobs/${blob.digest}`, digest: blob.digest, size: blob.size, clients: n, timeoutMs: coldTimeout(n + 1) });
         const up = await upstreamAfter(m.fwd, coldTimeout(n + 1));
-        const rss = sampler.stop();
+        const mem = sampler.stop();
         checkAlive();
         noteFailures(`cold ${n} clients`, k, run);
         noteUnsettled(`cold ${n} clients`, k, up);
-        res[k] = { run, up, peakRss: rss.peakBytes, rssMethod: rss.method };
+        res[k] = { run, up, peakPss: mem.peakBytes, memMethod: mem.method };
         line(
           k,
           `${fmt.seconds(run.totalMs)} (${fmt.times(run.totalMs / cold1[k].run.totalMs)} of 1 client)  ok ${run.ok}/${n}  leader first byte ${fmt.ms(run.leaderTtfbMs)}  ` +
-            `max follower delay ${fmt.ms(run.maxFollowerDelayMs)}  max final-chunk wait ${fmt.ms(run.maxFinalChunkWaitMs)}  upstream blob GETs ${up.blobGets}  bytes ratio ${fmt.ratio(up.bytes / blob.size)}  peak RSS ${fmt.mib(rss.peakBytes)} (${rss.method})`,
+            `max follower delay ${fmt.ms(run.maxFollowerDelayMs)}  max final-chunk wait ${fmt.ms(run.maxFinalChunkWaitMs)}  upstream blob GETs ${up.blobGets}  bytes ratio ${fmt.ratio(up.bytes / blob.size)}  peak PSS ${fmt.mib(mem.peakBytes)} (${mem.method}; peak RSS sum ${fmt.mib(mem.peakRssBytes)})`,
         );
       }
       coldN.set(n, res);
@@ -280,8 +282,8 @@ async function main(opts: BenchOptions): Promise<number> {
         ...both((m) => res[m.key].run.maxFollowerDelayMs), format: fmt.ms, target: '< 100 ms', pass: res.gantry.run.maxFollowerDelayMs < 100,
       });
       if (n === maxN) {
-        rows.push({ section: '1', figure: 'RSS after warm-up (idle, for reference)', ...idleRss, format: fmt.mib, target: '', pass: undefined });
-        rows.push({ section: '1', figure: `cold blob, ${n} clients: peak RSS`, ...both((m) => res[m.key].peakRss), format: fmt.mib, target: '< 200 MiB', pass: res.gantry.peakRss < 200 * MiB });
+        rows.push({ section: '1', figure: 'PSS of the process tree after warm-up (idle, for reference)', ...idlePss, format: fmt.mib, target: '', pass: undefined });
+        rows.push({ section: '1', figure: `cold blob, ${n} clients: peak PSS of the process tree`, ...both((m) => res[m.key].peakPss), format: fmt.mib, target: '< 200 MiB', pass: res.gantry.peakPss < 200 * MiB });
       }
     }
     // Floors for the N-client time. The clients verify every body on one thread, so hashing N bodies
@@ -432,7 +434,7 @@ async function main(opts: BenchOptions): Promise<number> {
     log('');
 
     // ---------------------------------------------------------------- summary
-    const endRss = both((m) => readProcMemory(m.proc.pid));
+    const endMem = both((m) => readTreeMemory(m.proc.pid));
     rows.sort((a, b) => a.section.localeCompare(b.section)); // stable: keeps each section's order
     log('## Summary (g/b = gantry / baseline; verdicts judge Gantry against the issue\'s targets)');
     log('');
@@ -441,7 +443,7 @@ async function main(opts: BenchOptions): Promise<number> {
     const passes = rows.filter((r) => r.pass === true).length;
     const misses = rows.filter((r) => r.pass === false);
     log(`targets: ${passes} PASS, ${misses.length} MISS${misses.length > 0 ? `: ${misses.map((r) => r.figure).join('; ')}` : ''}`);
-    log(`RSS after all runs: gantry ${fmt.mib(endRss.gantry?.rssBytes ?? NaN)} (lifetime peak ${fmt.mib(endRss.gantry?.hwmBytes ?? NaN)} since the last reset), baseline ${fmt.mib(endRss.baseline?.rssBytes ?? NaN)}`);
+    log(`memory after all runs: gantry ${describeTreeMemory(endMem.gantry)}, baseline ${describeTreeMemory(endMem.baseline)}`);
     for (const k of KEYS) {
       const n = mirrors[k].proc.notable();
       if (n.count === 0) continue;

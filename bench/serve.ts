@@ -20,7 +20,7 @@ import { startCountingForwarder } from '../test/helpers/counting-forwarder.ts';
 import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, curlOnce, wrkLoad, type LoadResult } from './load.ts';
 import { SERVE_USAGE, UsageError, parseServeOptions, type ServeOptions } from './options.ts';
-import { runBench, CpuMeter, NGINX_BIN, NGINX_INSTALL_HINT, REPO_ROOT, RssSampler, guardRun, mib, readProcMemory, startGantryProcess, startNginx, waitForIdle, type MirrorProcess } from './procs.ts';
+import { runBench, CpuMeter, NGINX_BIN, NGINX_INSTALL_HINT, REPO_ROOT, TreeMemorySampler, describeTreeMemory, guardRun, mib, readTreeMemory, startGantryProcess, startNginx, waitForIdle, type MirrorProcess } from './procs.ts';
 import { fmt, ratio, renderColumns, verdict } from './report.ts';
 
 type Key = 'gantry' | 'nginx';
@@ -163,7 +163,7 @@ async function main(opts: ServeOptions): Promise<number> {
     }
     log(`nginx:       pid ${nginx.pid} ${nginx.url}: ${NGINX_BIN} -p <tmp> -c <tmp>/nginx.conf; root = Gantry's cache dir; every object checked (sha256, Content-Type)`);
     const servers: Both<MirrorProcess> = { gantry, nginx };
-    log(`idle RSS:    gantry ${fmt.mib(readProcMemory(gantry.pid)?.rssBytes ?? NaN)}`);
+    log(`idle memory: gantry ${describeTreeMemory(readTreeMemory(gantry.pid))}`);
     log('');
 
     const checkAlive = (): void => {
@@ -177,7 +177,7 @@ async function main(opts: ServeOptions): Promise<number> {
     const line = (k: Key, text: string, what: string, meter: CpuMeter): void => {
       const cpu = meter.read();
       if (cpu.other >= 0.15) noisy.push(`${what} ${k} (${cpu.other.toFixed(2)})`);
-      log(`    ${k.padEnd(7)}${text}  {cores: ${k} ${cpu.proc.toFixed(2)}, bench+wrk+origin ${cpu.own.toFixed(2)}, others ${cpu.other.toFixed(2)}}`);
+      log(`    ${k.padEnd(7)}${text}  {cores: ${k} ${cpu.proc.toFixed(2)} (${cpu.processes} proc), bench+wrk+origin ${cpu.own.toFixed(2)}, others ${cpu.other.toFixed(2)}}`);
     };
 
     // ---------------------------------------------------------------- wrk
@@ -191,18 +191,18 @@ async function main(opts: ServeOptions): Promise<number> {
           const server = servers[k];
           fwd.reset();
           const meter = new CpuMeter(server.pid);
-          const rss = k === 'gantry' ? new RssSampler(server.pid, 100) : undefined;
+          const mem = k === 'gantry' ? new TreeMemorySampler(server.pid, 100) : undefined;
           const r = await wrkLoad(
             { url: `${server.url}${c.path}`, headers: c.headers, connections: opts.connections, warmupMs: opts.warmupMs, durationMs: opts.durationMs, bodyBytes: c.size, timeoutMs: WRK_TIMEOUT_MS },
             cpus().length,
           );
-          const peak = rss?.stop();
+          const peak = mem?.stop();
           checkAlive();
           const perRequest = r.bytesRead !== undefined && r.requests > 0 ? r.bytesRead / r.requests : NaN;
           line(
             k,
             `run ${round + 1}: ${fmt.rps(r.requestsPerSec)} (${fmt.mibps(bytesPerSec(r, c.size))})  ${r.requests} requests completed  p50 ${fmt.ms(r.p50Ms)}  p99 ${fmt.ms(r.p99Ms)}  errors ${r.errors}` +
-              `${peak !== undefined ? `  peak RSS ${fmt.mib(peak.peakBytes)}` : ''}`,
+              `${peak !== undefined ? `  peak PSS ${fmt.mib(peak.peakBytes)} (${peak.method}; peak RSS sum ${fmt.mib(peak.peakRssBytes)})` : ''}`,
             c.name,
             meter,
           );
@@ -282,7 +282,7 @@ async function main(opts: ServeOptions): Promise<number> {
     const accessLog = await readFile(nginx.accessLog).catch(() => Buffer.alloc(0));
     let accessLines = 0;
     for (const b of accessLog) if (b === 0x0a) accessLines += 1;
-    log(`logs: nginx access log ${accessLines} lines (${fmt.mib(accessLog.length)}); gantry RSS after all runs ${fmt.mib(readProcMemory(gantry.pid)?.rssBytes ?? NaN)}`);
+    log(`logs: nginx access log ${accessLines} lines (${fmt.mib(accessLog.length)}); gantry memory after all runs: ${describeTreeMemory(readTreeMemory(gantry.pid))}`);
     if (opts.quick) log('note: --quick runs are 2 s: p99 is inflated by wrk\'s connection start-up (bench/README.md); judge p99 on the default 10 s runs');
 
     if (noisy.length > 0) {
