@@ -1,9 +1,12 @@
-import { serve, type ServerType } from '@hono/node-server';
+import { getRequestListener, serve, type ServerType } from '@hono/node-server';
+import type { Hono } from 'hono';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/config.ts';
 import { createApp } from './http/app.ts';
+import type { AppEnv } from './http/app-env.ts';
+import { ServingProcesses, servingProcessCount } from './serving/supervisor.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { AccessGuard } from './proxy/access-guard.ts';
@@ -55,7 +58,7 @@ export type Gantry = {
   close(): Promise<void>;
 };
 
-const MAX_REQUEST_HEADER_BYTES = 16 * 1024;
+const SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, requestTimeout: 60_000, headersTimeout: 30_000 };
 
 /**
  * The cache alone, for services and for offline commands; `init()` opens it and reconciles it
@@ -146,6 +149,8 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
 export async function listen(services: Services): Promise<Gantry> {
   const { config, upstreams, blobs, manifests, listings, metrics, log, cache } = services;
   let ready = true;
+  const servingCount = servingProcessCount(config.workers);
+  const serving = servingCount > 0 ? new ServingProcesses({ ...config, serverOptions: SERVER_OPTIONS, cache, metrics, log }) : undefined;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
     listings,
@@ -164,47 +169,63 @@ export async function listen(services: Services): Promise<Gantry> {
     },
     adminToken: config.adminToken,
     prefetch: services.prefetch,
+    metricsText: serving ? () => serving.metricsText() : undefined,
   });
 
-  const server = await new Promise<ServerType>((resolveServer, reject) => {
-    const s = serve(
-      {
-        fetch: app.fetch,
-        hostname: config.listen.host,
-        port: config.listen.port,
-        serverOptions: { maxHeaderSize: MAX_REQUEST_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 30_000 },
-      },
-      () => resolveServer(s),
-    );
-    s.once('error', reject);
-  });
-  // With no 'timeout' listener on the server, Node destroys a socket idle for that long.
-  server.setTimeout(config.clientIdleTimeoutMs);
-  const addr = server.address() as AddressInfo;
-  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const bound = serving ? await serveWithProcesses(serving, servingCount, app, config) : await serveAlone(app, config);
   services.prefetch.start();
-  log.info({ listen: `${host}:${addr.port}`, cacheDir: resolve(config.cacheDir), upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) }, 'gantry listening');
+  log.info(
+    { listen: `${bound.host}:${bound.port}`, workers: servingCount, cacheDir: resolve(config.cacheDir), upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) },
+    'gantry listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`,
-    port: addr.port,
+    url: `http://${bound.host === '0.0.0.0' ? '127.0.0.1' : bound.host}:${bound.port}`,
+    port: bound.port,
     metrics,
     log,
     close() {
       closing ??= (async () => {
         ready = false;
         services.abort();
-        await new Promise<void>((r) => {
-          server.close(() => r());
-          if ('closeAllConnections' in server) server.closeAllConnections();
-        });
+        await bound.close();
         await services.close();
         log.info('gantry stopped');
       })();
       return closing;
     },
   };
+}
+
+type Bound = { host: string; port: number; close(): Promise<void> };
+
+/** This process alone on the public port. */
+async function serveAlone(app: Hono<AppEnv>, config: Config): Promise<Bound> {
+  const server = await new Promise<ServerType>((resolveServer, reject) => {
+    const s = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port, serverOptions: SERVER_OPTIONS }, () => resolveServer(s));
+    s.once('error', reject);
+  });
+  // With no 'timeout' listener on the server, Node destroys a socket idle for that long.
+  server.setTimeout(config.clientIdleTimeoutMs);
+  const addr = server.address() as AddressInfo;
+  return {
+    host: addr.family === 'IPv6' ? `[${addr.address}]` : addr.address,
+    port: addr.port,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      }),
+  };
+}
+
+/** Serving processes on the public port; this process answers what they forward (src/serving/). */
+async function serveWithProcesses(serving: ServingProcesses, count: number, app: Hono<AppEnv>, config: Config): Promise<Bound> {
+  const listener = getRequestListener(app.fetch, { hostname: config.listen.host });
+  const port = await serving.start(count, (req, res) => void listener(req, res));
+  const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  return { host, port, close: () => serving.stop() };
 }
 
 /** Build every service from a Config and start listening. */

@@ -59,6 +59,24 @@ export function int<O extends Declared<number> & { min: number; max?: number }>(
   };
 }
 
+/** An integer from `min` to `max`, or `auto` (the program picks, e.g. from the machine). */
+export function intOrAuto<O extends Declared<number | 'auto'> & { min: number; max: number }>(o: O): O & Setting<number | 'auto'> {
+  return {
+    metavar: 'N',
+    ...o,
+    type: `\`auto\` or integer ${o.min}–${o.max}`,
+    parse(v, key, { problems }) {
+      if (v === 'auto') return v;
+      const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v;
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < o.min || n > o.max) {
+        problems.push(`${key}: expected auto or an integer from ${o.min} to ${o.max}, got ${JSON.stringify(v)}`);
+        return undefined;
+      }
+      return n;
+    },
+  };
+}
+
 /** A byte count: `50GiB`, `500MB` or a plain number. */
 export function size<O extends Declared<number> & { min?: number }>(o: O): O & Setting<number> {
   const min = o.min ?? 0;

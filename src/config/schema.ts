@@ -1,4 +1,4 @@
-import { bool, int, listen, oneOf, path, size, text, url } from './kinds.ts';
+import { bool, int, intOrAuto, listen, oneOf, path, size, text, url } from './kinds.ts';
 import { secret } from './secrets.ts';
 import { defaultsOf, type Setting, type ValuesOf } from './setting.ts';
 import { parseUpstreamList, type UpstreamConfig } from './upstream-config.ts';
@@ -24,6 +24,15 @@ const upstreams: { default: UpstreamConfig[] } & Setting<UpstreamConfig[]> = {
 
 export const SETTINGS = {
   listen: listen({ default: { host: '0.0.0.0', port: 5000 }, env: 'GANTRY_LISTEN', flag: 'listen', help: 'host:port to listen on; `:port` means all interfaces', docDefault: '`0.0.0.0:5000`' }),
+  workers: intOrAuto({
+    default: 'auto',
+    min: 0,
+    max: 64,
+    env: 'GANTRY_WORKERS',
+    flag: 'workers',
+    help: 'processes that share the listen port and send cache hits themselves, asking the main process for everything else; `auto` = one per CPU core on 2 or more cores, else 0; 0 = the main process serves alone',
+    docDefault: '`auto`',
+  }),
   cacheDir: path({ default: './data', env: 'GANTRY_CACHE_DIR', flag: 'cache-dir', metavar: 'DIR', help: 'blobs, LevelDB index, temp files' }),
   maxCacheBytes: size({ default: 0, env: 'GANTRY_MAX_CACHE_BYTES', flag: 'max-cache-bytes', help: 'high watermark: `50GiB`, `500MB` or bytes', docDefault: '`0` (unbounded)' }),
   cacheLowWatermarkPercent: int({ default: 90, min: 1, max: 100, help: 'eviction frees space down to this share of the budget' }),

@@ -6,6 +6,7 @@ import { registerExportRoute, type ExportRouteServices } from './export-route.ts
 import { registerImportRoute, type ImportServices } from './import-route.ts';
 import { registerPrefetchRoutes, type PrefetchService } from './prefetch-route.ts';
 import { registerPinsRoute, type PinsRouteServices } from './pins-route.ts';
+import { clientAddress } from './accel.ts';
 
 export type AdminServices = {
   /** Re-hash the cache. */
@@ -36,7 +37,7 @@ export function createAdminRoutes(svc: AdminServices & ExportRouteServices & Pin
 export function adminGuard(svc: Pick<AdminServices, 'adminRemote' | 'adminToken'>): MiddlewareHandler<AppEnv> {
   const expected = svc.adminToken === undefined ? undefined : digestOf(svc.adminToken);
   return async (c, next) => {
-    const remote = c.env.incoming.socket.remoteAddress ?? '';
+    const remote = clientAddress(c.env.incoming);
     const out = c.env.outgoing;
     out.once('close', () => c.get('log')().info({ admin: true, method: c.req.method, path: c.req.path, status: out.statusCode, remote }, 'admin request'));
     if (!svc.adminRemote && !LOOPBACK.test(remote)) {

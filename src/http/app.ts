@@ -5,7 +5,7 @@ import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } fro
 import { accessLogger, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
-import type { AppEnv } from './app-env.ts';
+import type { AppEnv, RequestStats } from './app-env.ts';
 import { createRegistryHandler, type RegistryServices } from './registry-routes.ts';
 import type { ExportRouteServices } from './export-route.ts';
 import type { PrefetchService } from './prefetch-route.ts';
@@ -21,6 +21,8 @@ export type AppServices = RegistryServices & {
   imports?: ImportServices;
   /** /admin/prefetch (gantry prefetch); absent: no such routes. */
   prefetch?: PrefetchService;
+  /** /metrics when other processes' metrics are merged in (serving processes); absent: this process's registry. */
+  metricsText?: () => Promise<{ text: string; contentType: string }>;
 } & AdminServices & ExportRouteServices & PinsRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -35,7 +37,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     const reqId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
     let child: Logger | undefined;
     const log = (): Logger => (child ??= svc.log.child({ reqId }));
-    const stats = { kind: undefined, result: undefined, bytes: 0 };
+    const stats: RequestStats = { kind: undefined, result: undefined, bytes: 0 };
     c.set('reqId', reqId);
     c.set('log', log);
     c.set('stats', stats);
@@ -46,6 +48,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
     const out = c.env.outgoing;
     // Log when the response has really finished (blob bodies outlive the handler).
     out.once('close', () => {
+      if (stats.delegated) return;
       const durationMs = Math.round((performance.now() - started) * 10) / 10;
       const status = out.statusCode;
       const aborted = !out.writableFinished;
@@ -64,7 +67,10 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
 
   app.get('/healthz', (c) => c.text('ok'));
   app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
-  app.get('/metrics', async (c) => c.text(await svc.metrics.registry.metrics(), 200, { 'Content-Type': svc.metrics.registry.contentType }));
+  app.get('/metrics', async (c) => {
+    const m = svc.metricsText ? await svc.metricsText() : { text: await svc.metrics.registry.metrics(), contentType: svc.metrics.registry.contentType };
+    return c.text(m.text, 200, { 'Content-Type': m.contentType });
+  });
 
   // Admin: one guard for every /admin route (loopback unless adminRemote, then the admin token).
   app.route('/admin', createAdminRoutes(svc));

@@ -16,6 +16,7 @@ import { parseApiPath } from './parse-path.ts';
 import { authenticate, challengeError, GANTRY_SERVICE, type ClientAuthServices } from './client-auth.ts';
 import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
+import { accelHeaders, isForwarded } from './accel.ts';
 import { BlobSender } from './send-blob.ts';
 
 export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
@@ -101,7 +102,7 @@ async function getManifest(
     headOnly,
   });
   stats.result = m.result;
-  const headers = {
+  const headers: Record<string, string> = {
     'Content-Type': m.mediaType,
     'Content-Length': String(m.size),
     [DOCKER_CONTENT_DIGEST]: m.digest,
@@ -111,6 +112,9 @@ async function getManifest(
   // HEAD must go through hono: it answers HEAD by wrapping the GET handler's Response in a new
   // one, which would write the head a second time after a direct write.
   if (headOnly || !m.bytes) return c.body(null, 200, headers);
+  if (reference.kind === 'digest' && m.result === 'hit' && m.file !== undefined && isForwarded(c.env.incoming)) {
+    return delegate(c, svc, headers, m.file, m.size, auth);
+  }
   // A GET is written straight to the socket, like blobs: a cached manifest is the hottest response
   // Gantry sends, and building web Headers and a Response for it is a good part of its CPU.
   stats.bytes = m.bytes.length;
@@ -148,12 +152,31 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSe
   }
   stats.result = blob.result;
   base[X_CACHE] = blob.result.toUpperCase();
+  if (blob.result === 'hit' && blob.file !== undefined && blob.size !== undefined && isForwarded(c.env.incoming)) {
+    if (!Buffer.isBuffer(blob.body)) blob.body.close();
+    return delegate(c, svc, stringify(base), blob.file, blob.size, auth);
+  }
   const { range } = blob;
   if (range) {
     base[CONTENT_RANGE] = `bytes ${range.start}-${range.end - 1}/${blob.size}`;
     base['Content-Length'] = range.end - range.start;
   } else if (blob.size !== undefined) base['Content-Length'] = blob.size;
   sender.send(c.env.outgoing, range ? 206 : 200, base, blob, stats, c.get('log')());
+  return RESPONSE_ALREADY_SENT;
+}
+
+/**
+ * A cache hit asked for by a serving process: answer with the object's headers and where its
+ * file is (http/accel.ts), and the serving process sends it, now and for requests that look the
+ * same while the answer holds. For an anonymous request that is as long as the object stays
+ * cached; with a credential, as long as the upstream's yes is remembered here.
+ */
+function delegate(c: Context<AppEnv>, svc: RegistryServices, headers: Record<string, string>, file: string, size: number, auth: ClientCredential): Response {
+  c.get('stats').delegated = true;
+  const ttlMs = auth.kind === 'none' ? Infinity : Math.max(1, svc.authConfig.accessCheckTtlSeconds) * 1000;
+  const out = c.env.outgoing;
+  out.writeHead(200, accelHeaders(headers, file, size, ttlMs));
+  out.end();
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -30,11 +30,15 @@ export function createLogger(level: string, destination: DestinationStream = std
  * falls behind (a full pipe to journald or a container runtime) must not stall every request, as
  * a synchronous write does (p99 of cached manifests went from ~220 to ~520 ms at 64 connections
  * with the access log on). pino flushes it at exit; a `kill -9` loses what is still buffered, and
- * beyond 16 MiB waiting, lines are dropped rather than memory taken.
+ * beyond 16 MiB waiting, lines are dropped rather than memory taken. Each write is whole lines of
+ * at most PIPE_BUF (4 KiB) bytes: serving processes share this stdout, and a pipe keeps writes of
+ * that size whole, so their lines never interleave mid-line.
  */
 export function stdoutWithoutBlocking(): DestinationStream {
-  return pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
+  return pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024, maxWrite: PIPE_BUF });
 }
+
+const PIPE_BUF = 4096;
 
 /**
  * The access log: one line per request with fixed fields (method, path, status, sizes, cache

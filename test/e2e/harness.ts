@@ -3,6 +3,7 @@
 // tap in front of Gantry (the record of what the engine sent). Engines are configured with the
 // files in deploy/examples/, templated with the tap's address: the documented snippets are the
 // configuration under test.
+import { alive } from '../helpers/processes.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -331,14 +332,6 @@ function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Pids of processes whose command line mentions `marker` (our own temp dir), other than us. */
 async function pidsMentioning(marker: string): Promise<number[]> {

@@ -9,10 +9,12 @@ export type Mirror = Gantry & { cacheDir: string; config: Config; restart(): Pro
 /**
  * Start Gantry in-process on 127.0.0.1:0 with a fresh cache directory (or the
  * given one) and one upstream. `raw` is a config document as the YAML would hold it.
+ * It serves alone (workers: 0) unless `raw` or GANTRY_TEST_WORKERS says otherwise: a suite
+ * run again with serving processes sets that (see private-access-workers.test.ts).
  */
 export async function startMirror(raw: Record<string, unknown>, cacheDir?: string): Promise<Mirror> {
   const dir = cacheDir ?? (await mkdtemp(join(tmpdir(), 'gantry-test-')));
-  const config = parseConfig({ listen: '127.0.0.1:0', logLevel: process.env['GANTRY_TEST_LOG'] ?? 'silent', ...raw, cacheDir: dir });
+  const config = parseConfig({ listen: '127.0.0.1:0', logLevel: process.env['GANTRY_TEST_LOG'] ?? 'silent', workers: Number(process.env['GANTRY_TEST_WORKERS'] ?? 0), ...raw, cacheDir: dir });
   const g = await startGantry(config);
   const mirror: Mirror = {
     ...g,

@@ -122,6 +122,21 @@ describe('private images through a path-prefixed upstream with token auth', () =
     assert.ok((await metricValue(mirror.url, 'gantry_access_checks_total', { result: 'denied' })) >= 1);
   });
 
+  test('a token request repeating one repository costs one upstream check; more than 16 repositories is a 400', async () => {
+    const basic = `Basic ${Buffer.from(BOB).toString('base64')}`;
+    const before = reg.tokenRequests.length;
+    const scope = encodeURIComponent('repository:internal/private/app:pull '.repeat(300).trim());
+    const res = await request(`${mirror.url}/token?service=registry.internal:5000&scope=${scope}`, { headers: { authorization: basic } });
+    await res.body.dump();
+    assert.equal(res.statusCode, 200);
+    assert.ok(reg.tokenRequests.length - before <= 2, `one check, not 300 (${reg.tokenRequests.length - before} token requests upstream)`);
+    const many = Array.from({ length: 17 }, (_, i) => `repository:internal/r${i}:pull`).join(' ');
+    const tooMany = await request(`${mirror.url}/token?service=registry.internal:5000&scope=${encodeURIComponent(many)}`, { headers: { authorization: basic } });
+    const body = (await tooMany.body.json()) as { errors: Array<{ code: string; message: string }> };
+    assert.equal(tooMany.statusCode, 400);
+    assert.match(body.errors[0]?.message ?? '', /at most 16 repositories/);
+  });
+
   test('a containerd-style OAuth2 POST login gets a token that works for the private image', async () => {
     const res = await request(`${mirror.url}/token`, {
       method: 'POST',

@@ -95,7 +95,7 @@ describe('what a command line selects', () => {
 
   test('every command takes every flag of the settings table', async () => {
     const flags = overridableSettings().flatMap(([, s]) => (s.flag ? [s.flag] : []));
-    assert.deepEqual(flags.sort(), ['cache-dir', 'listen', 'log-level', 'max-cache-bytes', 'tag-ttl-seconds', 'upstream-url']);
+    assert.deepEqual(flags.sort(), ['cache-dir', 'listen', 'log-level', 'max-cache-bytes', 'tag-ttl-seconds', 'upstream-url', 'workers']);
     for (const name of Object.keys(COMMANDS)) {
       for (const flag of flags) {
         const parsed = await parseCommandLine([name, `--${flag}`, 'x'], captureIo());

@@ -223,6 +223,14 @@ describe('parseConfig with a file', () => {
     assert.ok(hasProblem(problemsOf(() => parseConfig({ clientIdleTimeoutMs: -1 })), /^clientIdleTimeoutMs/));
   });
 
+  test('workers: auto or an integer from 0 to 64, from a file, the environment or a flag', () => {
+    assert.equal(parseConfig({}).workers, 'auto');
+    assert.equal(parseConfig({ workers: 0 }).workers, 0);
+    assert.equal(parseConfig({ workers: '4' }).workers, 4);
+    assert.equal(parseConfig({ workers: 'auto' }).workers, 'auto');
+    for (const bad of [-1, 65, 1.5, 'many', '']) assert.ok(hasProblem(problemsOf(() => parseConfig({ workers: bad })), /^workers: expected auto or an integer from 0 to 64/), String(bad));
+  });
+
   test('integer settings given as strings of digits are accepted', () => {
     assert.equal(parseConfig({ tagTtlSeconds: '45' }).tagTtlSeconds, 45);
   });
@@ -238,6 +246,7 @@ describe('overridesFromEnv', () => {
     assert.deepEqual(
       overridesFromEnv({
         GANTRY_LISTEN: ':7000',
+        GANTRY_WORKERS: '3',
         GANTRY_CACHE_DIR: '/c',
         GANTRY_MAX_CACHE_BYTES: '10GiB',
         GANTRY_TAG_TTL_SECONDS: '30',
@@ -249,6 +258,7 @@ describe('overridesFromEnv', () => {
       }),
       {
         listen: ':7000',
+        workers: '3',
         cacheDir: '/c',
         maxCacheBytes: '10GiB',
         tagTtlSeconds: '30',
@@ -564,7 +574,7 @@ describe('the settings table', () => {
     assert.equal(new Set(envs).size, envs.length);
     assert.equal(new Set(flags).size, flags.length);
     assert.ok(envs.every((e) => e.startsWith('GANTRY_')), envs.join());
-    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), ['cacheDir', 'listen', 'logLevel', 'maxCacheBytes', 'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername']);
+    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), ['cacheDir', 'listen', 'logLevel', 'maxCacheBytes', 'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers']);
   });
 
   test('DEFAULT_CONFIG is the table\'s defaults, frozen all the way down', () => {
