@@ -32,8 +32,13 @@ export type OpenedBlob = {
   body: Buffer | ChunkSource;
   /** The body reads a stored blob (its buffers can be sized by how many such reads run), not bytes still arriving. */
   stored: boolean;
-  /** A cache hit's local file, when the store keeps one: a serving process may read it itself (src/serving/). */
+  /**
+   * A cache hit's local file, or where a download will land, when the store keeps one: a serving
+   * process may read it itself (src/serving/).
+   */
   file?: string;
+  /** The local file a download in progress is being written to (`file` once verified). */
+  filling?: string;
 };
 
 /**
@@ -183,7 +188,10 @@ export class PullThroughBlobs {
     const range = size === undefined ? undefined : withResult(result, rangeHeader, parseRange, size);
     const waiters = this.opts.metrics.inflightWaiters;
     waiters.inc();
-    return { size, result, range, body: onClose(fill.openSource(range?.start ?? 0, range?.end), () => waiters.dec()), stored: false };
+    return {
+      size, result, range, body: onClose(fill.openSource(range?.start ?? 0, range?.end), () => waiters.dec()), stored: false,
+      filling: fill.writingFile, file: this.opts.cache.pathFor(fill.digest),
+    };
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */

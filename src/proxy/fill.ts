@@ -199,6 +199,11 @@ export class Fill extends EventEmitter {
     return new TailSource(this, start, end);
   }
 
+  /** The local file the download is being written to, while it is (see BlobWriter.path). */
+  get writingFile(): string | undefined {
+    return this.state === 'filling' ? this.writer.path : undefined;
+  }
+
   /** Positional read for readers; they hold a reference so the handle outlives them. */
   readAt(buf: Buffer, position: number): Promise<number> {
     return this.writer.readAt(buf, position);

@@ -46,6 +46,11 @@ export interface BlobStore {
  */
 export interface BlobWriter {
   readonly digest: Digest;
+  /**
+   * The local file being written, for another process to tail (serving processes, src/serving/);
+   * only stores backed by local files have one. Renamed to pathOf(digest) on commit, removed on abort.
+   */
+  readonly path?: string;
   /** Bytes stored so far (all readable with readAt). */
   readonly written: number;
   /** Append chunks, in order; resolves once they are stored. */

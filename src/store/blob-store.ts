@@ -103,7 +103,7 @@ class FsBlobWriter implements BlobWriter {
   readonly digest: Digest;
   written = 0;
   private readonly fh: FileHandle;
-  private readonly tempPath: string;
+  readonly path: string;
   private readonly digester: ReturnType<typeof createDigester>;
   private readonly moveIntoPlace: (digest: Digest) => Promise<void>;
   private state: 'open' | 'committed' | 'aborted' = 'open';
@@ -111,7 +111,7 @@ class FsBlobWriter implements BlobWriter {
 
   constructor(fh: FileHandle, tempPath: string, digest: Digest, moveIntoPlace: (digest: Digest) => Promise<void>) {
     this.fh = fh;
-    this.tempPath = tempPath;
+    this.path = tempPath;
     this.digest = digest;
     this.digester = createDigester(digestAlgorithm(digest));
     this.moveIntoPlace = moveIntoPlace;
@@ -154,7 +154,7 @@ class FsBlobWriter implements BlobWriter {
   async abort(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    await unlink(this.tempPath).catch(() => undefined);
+    await unlink(this.path).catch(() => undefined);
   }
 
   async close(): Promise<void> {

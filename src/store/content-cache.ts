@@ -186,6 +186,11 @@ export class ContentCache {
     return this.lru.has(digest) ? this.files.pathOf?.(digest) : undefined;
   }
 
+  /** Where an object's local file is or will be once committed, when the store keeps one. */
+  pathFor(digest: Digest): string | undefined {
+    return this.files.pathOf?.(digest);
+  }
+
   /** Reads served elsewhere (by a serving process, from fileOf): recency and hit counts, persisted by flush(). */
   recordReads(digest: Digest, count: number): void {
     const entry = this.lru.get(digest);
