@@ -47,6 +47,7 @@ export type Services = {
   close(): Promise<void>;
 };
 
+/** `logDestination`: where this process logs (tests); serving processes always log to stdout. */
 export type ServicesOptions = { logDestination?: DestinationStream };
 
 export type Gantry = {

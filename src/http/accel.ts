@@ -12,6 +12,13 @@ export const ACCEL_FILE = 'x-gantry-accel-file';
 export const ACCEL_TTL_MS = 'x-gantry-accel-ttl-ms';
 /** The object's size: the accel answer itself has no body (Content-Length 0). */
 export const ACCEL_SIZE = 'x-gantry-accel-size';
+/**
+ * On an accel answer for a blob still downloading: the file it is being written to. The serving
+ * process tails that file (bytes appear as they are written), holds the last byte back until the
+ * download is verified and moved to ACCEL_FILE, and cuts the client if the file goes without
+ * arriving there (the download failed). No bytes pass through the main process.
+ */
+export const ACCEL_FILLING = 'x-gantry-accel-filling';
 /** Set by a serving process on what it forwards: the client's own address (for the admin guard). */
 export const FORWARDED_CLIENT = 'x-gantry-client-address';
 
@@ -24,6 +31,8 @@ export type AccelPlan = {
   headers: Record<string, string>;
   /** Date.now() after which the plan must be asked for again; Infinity for anonymous public content. */
   expiresAt: number;
+  /** Set while the object is still downloading: the file being written (ACCEL_FILLING); such a plan is used once. */
+  filling?: string;
 };
 
 /** Requests that reached the main process through a serving process, and the client each came from. */
@@ -50,7 +59,7 @@ export function clientAddress(req: IncomingMessage): string {
  * The headers of an accel answer: the object's own (its Content-Length replaced) and the private
  * ones. `ttlMs`: Infinity for as long as the object stays cached.
  */
-export function accelHeaders(objectHeaders: Record<string, string>, file: string, size: number, ttlMs: number): Record<string, string> {
+export function accelHeaders(objectHeaders: Record<string, string>, file: string, size: number, ttlMs: number, filling?: string): Record<string, string> {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(objectHeaders)) if (name.toLowerCase() !== 'content-length') headers[name] = value;
   headers['Content-Length'] = '0';
@@ -58,11 +67,12 @@ export function accelHeaders(objectHeaders: Record<string, string>, file: string
   // The path is Gantry's own (cache dir + digest) but the cache dir may hold any character: encode it.
   headers[ACCEL_FILE] = encodeURIComponent(file);
   headers[ACCEL_TTL_MS] = Number.isFinite(ttlMs) ? String(Math.max(0, Math.floor(ttlMs))) : 'inf';
+  if (filling !== undefined) headers[ACCEL_FILLING] = encodeURIComponent(filling);
   return headers;
 }
 
 /** Response headers a plan never replays: per-response, hop-by-hop, or private. */
-const NOT_REPLAYED = new Set(['content-length', 'x-request-id', 'date', 'connection', 'keep-alive', 'transfer-encoding', ACCEL_FILE, ACCEL_TTL_MS, ACCEL_SIZE]);
+const NOT_REPLAYED = new Set(['content-length', 'x-request-id', 'date', 'connection', 'keep-alive', 'transfer-encoding', ACCEL_FILE, ACCEL_TTL_MS, ACCEL_SIZE, ACCEL_FILLING]);
 
 /** The plan an accel answer carries, or undefined when it is an ordinary answer (or a malformed one). */
 export function readAccel(status: number, headers: IncomingHttpHeaders, now: number): AccelPlan | undefined {
@@ -78,7 +88,10 @@ export function readAccel(status: number, headers: IncomingHttpHeaders, now: num
     if (value === undefined || NOT_REPLAYED.has(name)) continue;
     kept[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  return { file: decodeURIComponent(file), size, digest, headers: kept, expiresAt: now + ttlMs };
+  const filling = headers[ACCEL_FILLING];
+  const plan: AccelPlan = { file: decodeURIComponent(file), size, digest, headers: kept, expiresAt: now + ttlMs };
+  if (typeof filling === 'string') plan.filling = decodeURIComponent(filling);
+  return plan;
 }
 
 /** Methods whose request body a serving process relays to the main process; others' bodies are dropped. */

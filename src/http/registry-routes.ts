@@ -152,9 +152,16 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSe
   }
   stats.result = blob.result;
   base[X_CACHE] = blob.result.toUpperCase();
-  if (blob.result === 'hit' && blob.file !== undefined && blob.size !== undefined && isForwarded(c.env.incoming)) {
-    if (!Buffer.isBuffer(blob.body)) blob.body.close();
-    return delegate(c, svc, stringify(base), blob.file, blob.size, auth);
+  if (isForwarded(c.env.incoming)) {
+    if (blob.result === 'hit' && blob.file !== undefined && blob.size !== undefined) {
+      if (!Buffer.isBuffer(blob.body)) blob.body.close();
+      return delegate(c, svc, stringify(base), blob.file, blob.size, auth);
+    }
+    // A download in progress (it goes on without this request): the serving process tails its file.
+    if (blob.filling !== undefined && blob.file !== undefined && blob.size !== undefined && !Buffer.isBuffer(blob.body)) {
+      blob.body.close();
+      return delegate(c, svc, stringify(base), blob.file, blob.size, auth, blob.filling);
+    }
   }
   const { range } = blob;
   if (range) {
@@ -171,11 +178,11 @@ async function getBlob(c: Context<AppEnv>, svc: RegistryServices, sender: BlobSe
  * same while the answer holds. For an anonymous request that is as long as the object stays
  * cached; with a credential, as long as the upstream's yes is remembered here.
  */
-function delegate(c: Context<AppEnv>, svc: RegistryServices, headers: Record<string, string>, file: string, size: number, auth: ClientCredential): Response {
+function delegate(c: Context<AppEnv>, svc: RegistryServices, headers: Record<string, string>, file: string, size: number, auth: ClientCredential, filling?: string): Response {
   c.get('stats').delegated = true;
   const ttlMs = auth.kind === 'none' ? Infinity : Math.max(1, svc.authConfig.accessCheckTtlSeconds) * 1000;
   const out = c.env.outgoing;
-  out.writeHead(200, accelHeaders(headers, file, size, ttlMs));
+  out.writeHead(200, accelHeaders(headers, file, size, ttlMs, filling));
   out.end();
   return RESPONSE_ALREADY_SENT;
 }

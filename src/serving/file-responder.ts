@@ -1,4 +1,4 @@
-import { readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseRange } from '../http/range.ts';
 import { RegistryError, toErrorBody } from '../oci/errors.ts';
@@ -16,6 +16,12 @@ const MiB = 1024 * 1024;
  */
 const BIG = { bytes: MiB / 2, streams: 32 };
 const SMALL = { bytes: 64 * 1024 };
+/** Bytes one body may write before letting other connections have a turn of the event loop. */
+const TURN_BYTES = 1024 * 1024;
+/** How often a body waiting on a download still being written looks at its file again. */
+const GROWING_POLL_MS = 5;
+/** A download whose file has not grown for this long is given up on (its own timeouts are shorter). */
+const GROWING_STALL_MS = 10 * 60_000;
 /** Free buffers kept for reuse beyond those in use. */
 const KEEP_FREE = { big: 8, small: 64 };
 
@@ -54,6 +60,14 @@ export class FileResponder {
       done({ status: 200, bytes: 0 });
       return 'sent';
     }
+    if (plan.filling !== undefined) {
+      const growing = openGrowing(plan.filling, plan.file);
+      // Gone from tmp: committed since (then it is the stored file) or failed (then it is a miss again).
+      if (!growing) return this.send(req, res, { ...plan, filling: undefined }, headers, done);
+      writeHeadFor(res, headers, range, plan.size);
+      this.pump(res, growing, range?.start ?? 0, range?.end ?? plan.size, done);
+      return 'sent';
+    }
     const file = await this.files.lend(plan.file, plan.file);
     if (!file) return 'gone';
     if (file.size !== plan.size) {
@@ -62,11 +76,8 @@ export class FileResponder {
       this.files.forget(plan.file);
       return 'gone';
     }
-    const start = range?.start ?? 0;
-    const end = range?.end ?? plan.size;
-    if (range) res.writeHead(206, { ...headers, [CONTENT_RANGE]: `bytes ${start}-${end - 1}/${plan.size}`, 'Content-Length': end - start });
-    else res.writeHead(200, { ...headers, 'Content-Length': plan.size });
-    this.pump(res, file, start, end, done);
+    writeHeadFor(res, headers, range, plan.size);
+    this.pump(res, storedFile(file), range?.start ?? 0, range?.end ?? plan.size, done);
     return 'sent';
   }
 
@@ -75,16 +86,20 @@ export class FileResponder {
     this.files.forget(file);
   }
 
-  private pump(res: ServerResponse, file: LentFile, start: number, end: number, done: (s: Sent) => void): void {
-    const big = this.bigStreams < BIG.streams;
+  private pump(res: ServerResponse, file: Readable, start: number, end: number, done: (s: Sent) => void): void {
+    // A download being tailed comes at the upstream's pace: small buffers are plenty.
+    const big = !file.growing && this.bigStreams < BIG.streams;
     if (big) this.bigStreams += 1;
     const mine: Buffer[] = [];
     const free: Buffer[] = [];
     let pos = start;
     let finished = false;
+    /** Set while the body waits for its next turn (or for a download to grow): cancels that wait. */
+    let waiting: (() => void) | undefined;
     const finish = (): void => {
       if (finished) return;
       finished = true;
+      waiting?.();
       if (big) this.bigStreams -= 1;
       file.release();
       // The socket is closed: nothing references the buffers any more.
@@ -92,7 +107,34 @@ export class FileResponder {
       done({ status: res.statusCode, bytes: pos - start });
     };
     const next = (): void => {
+      if (waiting !== undefined) return;
+      let sentNow = 0;
       while (pos < end && !res.destroyed) {
+        if (sentNow >= TURN_BYTES) {
+          // Let the other connections have the event loop: a fast reader could take it for a whole body.
+          const turn = setImmediate(() => {
+            waiting = undefined;
+            next();
+          });
+          waiting = () => clearImmediate(turn);
+          return;
+        }
+        let limit: number;
+        try {
+          limit = Math.min(end, file.readable(end));
+        } catch (err) {
+          res.destroy(err as Error);
+          return;
+        }
+        if (pos >= limit) {
+          // A download still being written: look again shortly (it cuts us if it fails).
+          const poll = setTimeout(() => {
+            waiting = undefined;
+            next();
+          }, GROWING_POLL_MS);
+          waiting = () => clearTimeout(poll);
+          return;
+        }
         let buf = free.pop();
         if (!buf && mine.length < 2) {
           buf = this.take(big);
@@ -101,13 +143,14 @@ export class FileResponder {
         if (!buf) return; // both in flight: a write callback resumes
         let n: number;
         try {
-          n = readSync(file.fd, buf, 0, Math.min(buf.length, end - pos), pos);
+          n = readSync(file.fd, buf, 0, Math.min(buf.length, limit - pos), pos);
           if (n === 0) throw new Error(`blob file ended at ${pos} of ${end} bytes`);
         } catch (err) {
           res.destroy(err as Error);
           return;
         }
         pos += n;
+        sentNow += n;
         const held = buf;
         const ok = res.write(n === buf.length ? buf : buf.subarray(0, n), () => {
           free.push(held);
@@ -137,4 +180,61 @@ export function sendError(res: ServerResponse, err: RegistryError, extra: Record
   const body = JSON.stringify(toErrorBody(err));
   res.writeHead(err.status, { ...err.headers, ...extra, [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+/** A file a body is read from: how far it may be read now, and how to let it go. */
+type Readable = { fd: number; growing: boolean; readable(end: number): number; release(): void };
+
+function storedFile(file: LentFile): Readable {
+  return { fd: file.fd, growing: false, readable: () => file.size, release: () => file.release() };
+}
+
+/**
+ * A download's file while it is written (Fill's rules, across processes): bytes are readable as
+ * the file grows, except the blob's last byte, which waits until the download is verified and
+ * moved into place (`final` is then this very file); a file unlinked without getting there is a
+ * failed download, and the body is cut. Undefined if the file is already gone from tmp.
+ */
+function openGrowing(path: string, final: string): Readable | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const ino = fstatSync(fd).ino;
+  let committed = false;
+  let lastGrowth = Date.now();
+  let lastSize = -1;
+  return {
+    fd,
+    growing: true,
+    readable(end: number): number {
+      const st = fstatSync(fd);
+      if (st.size !== lastSize) {
+        lastSize = st.size;
+        lastGrowth = Date.now();
+      }
+      if (!committed) committed = inodeAt(final) === ino;
+      if (committed) return st.size;
+      if (st.nlink === 0) throw new Error('the download failed (its file was removed before it was verified)');
+      if (Date.now() - lastGrowth > GROWING_STALL_MS) throw new Error('the download stopped growing');
+      return Math.min(st.size, end - 1);
+    },
+    release: () => closeSync(fd),
+  };
+}
+
+function inodeAt(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeHeadFor(res: ServerResponse, headers: Record<string, string | number>, range: { start: number; end: number } | undefined, size: number): void {
+  if (range) res.writeHead(206, { ...headers, [CONTENT_RANGE]: `bytes ${range.start}-${range.end - 1}/${size}`, 'Content-Length': range.end - range.start });
+  else res.writeHead(200, { ...headers, 'Content-Length': size });
 }

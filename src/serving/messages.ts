@@ -8,6 +8,8 @@ export type WorkerStart = {
   primarySocket: string;
   /** `<cache dir>/blobs`: the only place an accel answer may send a serving process to. */
   blobsDir: string;
+  /** `<cache dir>/tmp`: where downloads in progress are written (ACCEL_FILLING). */
+  tmpDir: string;
   logLevel: string;
   clientIdleTimeoutMs: number;
 };

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream';
 import { RegistryError } from '../oci/errors.ts';
 import { REQUEST_ID } from '../oci/headers.ts';
 import { accessLogger, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { ACCEL_FILE, ACCEL_SIZE, ACCEL_TTL_MS, carriesBody, forwardedHeaders, readAccel, type AccelPlan } from '../http/accel.ts';
+import { ACCEL_FILE, ACCEL_FILLING, ACCEL_SIZE, ACCEL_TTL_MS, carriesBody, forwardedHeaders, readAccel, type AccelPlan } from '../http/accel.ts';
 import { FileResponder, sendError, type Sent } from './file-responder.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.ts';
 import { Plans, digestOfUrl, planKey } from './plans.ts';
@@ -19,9 +19,14 @@ const READS_REPORT_MS = 1000;
 /** After `stop`, connections still sending get this long before they are cut. */
 const STOP_GRACE_MS = 5000;
 /** Response headers from the main process that are this hop's business only. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', ACCEL_FILE, ACCEL_TTL_MS, ACCEL_SIZE]);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', ACCEL_FILE, ACCEL_TTL_MS, ACCEL_SIZE, ACCEL_FILLING]);
 
-export type ServingDeps = { log: Logger; metrics: Metrics; send: (m: FromWorker) => void; now?: () => number };
+export type ServingDeps = {
+  log: Logger;
+  metrics: Metrics;
+  send: (m: FromWorker) => void;
+  now?: () => number;
+};
 
 /**
  * A serving process: one of several that share Gantry's port (SO_REUSEPORT), so cache hits are
@@ -135,14 +140,16 @@ export class ServingProcess {
   private served(req: IncomingMessage, res: ServerResponse, plan: AccelPlan, reqId: string, started: number, s: Sent): void {
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
     const kind = req.url?.includes('/blobs/') ? 'blob' : 'manifest';
+    // hit, or miss / coalesced for a download being tailed (the X-Cache the main process gave).
+    const result = plan.headers['x-cache']?.toLowerCase() ?? 'hit';
     const { metrics } = this.deps;
-    metrics.requests.inc({ kind, method: req.method, result: 'hit', status: String(s.status) });
-    metrics.requestDuration.observe({ kind, result: 'hit' }, durationMs / 1000);
-    if (s.bytes > 0) metrics.servedBytes.inc({ kind, source: 'cache' }, s.bytes);
-    this.reads.set(plan.digest, (this.reads.get(plan.digest) ?? 0) + 1);
+    metrics.requests.inc({ kind, method: req.method, result, status: String(s.status) });
+    metrics.requestDuration.observe({ kind, result }, durationMs / 1000);
+    if (s.bytes > 0) metrics.servedBytes.inc({ kind, source: result === 'hit' ? 'cache' : 'upstream' }, s.bytes);
+    if (result === 'hit') this.reads.set(plan.digest, (this.reads.get(plan.digest) ?? 0) + 1);
     if (!this.deps.log.isLevelEnabled('info')) return;
     const path = digestPath(req.url ?? '');
-    this.access.info({ reqId, method: req.method, path, status: s.status, bytes: s.bytes, cache: 'hit', durationMs, aborted: !res.writableFinished || undefined }, 'request');
+    this.access.info({ reqId, method: req.method, path, status: s.status, bytes: s.bytes, cache: result, durationMs, aborted: !res.writableFinished || undefined }, 'request');
   }
 
   /** Relay a request to the main process; learn a plan from an accel answer and serve it. */
@@ -152,7 +159,8 @@ export class ServingProcess {
       const plan = key === undefined ? undefined : this.acceptPlan(req, answer);
       if (key !== undefined && plan) {
         answer.resume();
-        this.plans.set(key, plan);
+        // A download in progress is tailed for this request only; a stored object's plan is kept.
+        if (plan.filling === undefined) this.plans.set(key, plan);
         this.fromPlan(req, res, key, plan);
         return;
       }
@@ -187,7 +195,8 @@ export class ServingProcess {
     if (!plan) return undefined;
     const digest = digestOfUrl(req.url ?? '');
     const hex = digest?.slice('sha256:'.length) ?? '';
-    if (digest === undefined || plan.digest !== digest || plan.file !== join(this.start.blobsDir, 'sha256', hex.slice(0, 2), hex)) {
+    const badFilling = plan.filling !== undefined && (dirname(plan.filling) !== this.start.tmpDir || basename(plan.filling).startsWith('.'));
+    if (digest === undefined || plan.digest !== digest || plan.file !== join(this.start.blobsDir, 'sha256', hex.slice(0, 2), hex) || badFilling) {
       this.deps.log.error({ digest, planned: plan.digest }, 'ignoring an accel answer for another object');
       return undefined;
     }

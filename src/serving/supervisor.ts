@@ -129,6 +129,7 @@ export class ServingProcesses {
       listen: { host: this.opts.listen.host, port: this.port },
       primarySocket: this.socketPath,
       blobsDir: join(resolve(this.opts.cacheDir), 'blobs'),
+      tmpDir: join(resolve(this.opts.cacheDir), 'tmp'),
       logLevel: this.opts.logLevel,
       clientIdleTimeoutMs: this.opts.clientIdleTimeoutMs,
     };

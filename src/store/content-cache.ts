@@ -284,6 +284,7 @@ export class ContentCache {
     };
     return {
       digest,
+      ...(writer.path !== undefined ? { path: writer.path } : {}),
       get written() {
         return writer.written;
       },

@@ -139,6 +139,8 @@ describe('logs', () => {
         listen: '127.0.0.1:0',
         cacheDir: dir,
         logLevel: 'debug',
+        // One process: serving processes log to stdout, not to the sink (serving-processes.test.ts reads theirs).
+        workers: 0,
         upstreams: [{ host: 'example.test', url: upstream.url, username: 'mirror', password: 'hunter2-secret' }],
       }),
       { logDestination: sink },

@@ -2,7 +2,7 @@
 // themselves; the main process owns every decision. Real bin/gantry against a real registry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { MANIFEST_ACCEPT, buildImage, pushBlob, pushImage, randomBlob, sha256, type Blob, type BuiltImage } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
+import { startFakeUpstream } from '../helpers/fake-upstream.ts';
 import { runGantry, startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
 import { waitFor } from '../helpers/wait-for.ts';
@@ -47,14 +48,15 @@ async function get(url: string, headers: Record<string, string> = {}, method: 'G
   return { status: res.statusCode, headers: res.headers, body };
 }
 
-/** A GET on a connection of its own (none kept from before). */
-function getOnNewConnection(url: string): Promise<{ status: number; body: Buffer }> {
+/** A GET on a connection of its own (none kept from before); rejects if the body is cut. */
+function getOnNewConnection(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    httpGet(url, { agent: false }, (res) => {
+    httpGet(url, { agent: false, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
       res.on('error', reject);
+      res.on('aborted', () => reject(new Error('body cut')));
     }).on('error', reject);
   });
 }
@@ -79,7 +81,7 @@ async function logLines(logFile: string): Promise<Array<Record<string, unknown>>
 function counter(text: string, name: string, labels: Record<string, string>): number {
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
@@ -133,6 +135,76 @@ describe('serving processes', () => {
       assert.equal(counter(metrics, 'gantry_served_bytes_total', { kind: 'blob', source: 'cache' }), ROUNDS * layer.bytes.length);
     } finally {
       await g.kill('SIGTERM');
+    }
+  });
+
+  test('clients of a blob being downloaded are sent it by the serving processes, tailing the one download', async () => {
+    const slow = await startCountingForwarder({ target: origin.url, bytesPerSecond: 2 * MiB });
+    const big = randomBlob(2 * MiB, 'serving-cold');
+    await pushBlob(origin.url, REPO, big);
+    const { g, logFile } = await start('cold', { GANTRY_UPSTREAM_URL: slow.url });
+    try {
+      const url = `${g.url}/v2/${REPO}/blobs/${big.digest}`;
+      const CLIENTS = 8;
+      // Fresh connections, so the kernel spreads them over the serving processes; one asks for a range.
+      const got = await Promise.all([
+        ...Array.from({ length: CLIENTS - 1 }, () => getOnNewConnection(url)),
+        getOnNewConnection(url, { range: 'bytes=1000-1999999' }),
+      ]);
+      for (const r of got.slice(0, -1)) {
+        assert.equal(r.status, 200);
+        assert.equal(sha256(r.body), big.digest);
+      }
+      assert.equal(got.at(-1)?.status, 206);
+      assert.ok(got.at(-1)?.body.equals(big.bytes.subarray(1000, 2000000)));
+      assert.equal(slow.count({ method: 'GET', pathIncludes: big.digest }), 1, 'one upstream download');
+      const lines = await waitFor('access lines of every client', async () => {
+        const l = (await logLines(logFile)).filter((x) => x['msg'] === 'request' && x['path'] === `/v2/${REPO}/blobs/${big.digest}`);
+        return l.length >= CLIENTS ? l : undefined;
+      });
+      assert.equal(lines.length, CLIENTS, 'one line per client: the accel answers are not logged');
+      assert.equal(lines.filter((l) => l['cache'] === 'miss').length, 1);
+      assert.equal(lines.filter((l) => l['cache'] === 'coalesced').length, CLIENTS - 1);
+      assert.ok(lines.every((l) => typeof l['worker'] === 'number'), `sent by the serving processes: ${JSON.stringify(lines)}`);
+      const again = await get(url);
+      assert.equal(again.headers['x-cache'], 'HIT');
+      assert.equal(sha256(again.body), big.digest);
+    } finally {
+      await g.kill('SIGTERM');
+      await slow.stop();
+    }
+  });
+
+  test('a download that fails verification cuts every client tailing it, and nothing is cached', async () => {
+    const wanted = randomBlob(2 * MiB, 'serving-wanted');
+    const wrong = randomBlob(2 * MiB, 'serving-wrong').bytes;
+    const liar = await startFakeUpstream(async (req, res) => {
+      if (!req.url?.includes('/blobs/')) {
+        res.writeHead(req.url === '/v2/' ? 200 : 404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-length': String(wrong.length), 'docker-content-digest': wanted.digest });
+      // About a second, in slices, so the clients join while it is written.
+      for (let off = 0; off < wrong.length && !res.destroyed; off += 128 * 1024) {
+        res.write(wrong.subarray(off, off + 128 * 1024));
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      res.end();
+    });
+    const { g } = await start('liar', { GANTRY_UPSTREAM_URL: liar.url });
+    try {
+      const url = `${g.url}/v2/${REPO}/blobs/${wanted.digest}`;
+      const got = await Promise.all(Array.from({ length: 6 }, () => getOnNewConnection(url).catch((err: Error) => err)));
+      for (const r of got) {
+        // Cut (an error, or a body shorter than promised): never the whole wrong body as if it were right.
+        if (r instanceof Error) continue;
+        assert.ok(r.status !== 200 || r.body.length < wrong.length, `a client got ${r.body.length} bytes with status ${r.status}`);
+      }
+      const cachedFiles = await readdir(join(tmp, 'liar', 'blobs', 'sha256')).catch(() => []);
+      assert.deepEqual(cachedFiles, [], 'nothing cached');
+    } finally {
+      await g.kill('SIGTERM');
+      await liar.stop();
     }
   });
 
