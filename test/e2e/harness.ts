@@ -129,6 +129,8 @@ export async function startE2eEnv(name: string): Promise<E2eEnv> {
         { host: 'docker.io', url: fwd.url },
         { host: 'registry.example.com', url: fwd.url },
       ],
+      // The default on a machine with 2+ cores: real clients go through serving processes.
+      workers: 2,
     });
     scope.defer(() => mirror.destroy());
     const tap = await startClientTap({ host: '127.0.0.1', port: mirror.port });
