@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 const BIG = { bytes: MiB / 2, streams: 32 };
 const SMALL = { bytes: 64 * 1024 };
 /** Bytes one body may write before letting other connections have a turn of the event loop. */
-const TURN_BYTES = 1024 * 1024;
+const TURN_BYTES = 256 * 1024;
 /** How often a body waiting on a download still being written looks at its file again. */
 const GROWING_POLL_MS = 5;
 /** A download whose file has not grown for this long is given up on (its own timeouts are shorter). */
@@ -106,14 +106,17 @@ export class FileResponder {
       for (const b of mine) this.giveBack(b, big);
       done({ status: res.statusCode, bytes: pos - start });
     };
+    // Bytes sent since this body last gave the event loop back. Counted across calls: write
+    // callbacks of a fast socket run as microtasks, so a chain of them would keep the loop (new
+    // requests, answers from the main process, other bodies) waiting for a whole body.
+    let sentThisTurn = 0;
     const next = (): void => {
       if (waiting !== undefined) return;
-      let sentNow = 0;
       while (pos < end && !res.destroyed) {
-        if (sentNow >= TURN_BYTES) {
-          // Let the other connections have the event loop: a fast reader could take it for a whole body.
+        if (sentThisTurn >= TURN_BYTES) {
           const turn = setImmediate(() => {
             waiting = undefined;
+            sentThisTurn = 0;
             next();
           });
           waiting = () => clearImmediate(turn);
@@ -130,6 +133,7 @@ export class FileResponder {
           // A download still being written: look again shortly (it cuts us if it fails).
           const poll = setTimeout(() => {
             waiting = undefined;
+            sentThisTurn = 0;
             next();
           }, GROWING_POLL_MS);
           waiting = () => clearTimeout(poll);
@@ -150,7 +154,7 @@ export class FileResponder {
           return;
         }
         pos += n;
-        sentNow += n;
+        sentThisTurn += n;
         const held = buf;
         const ok = res.write(n === buf.length ? buf : buf.subarray(0, n), () => {
           free.push(held);
@@ -216,7 +220,9 @@ function openGrowing(path: string, final: string): Readable | undefined {
         lastSize = st.size;
         lastGrowth = Date.now();
       }
-      if (!committed) committed = inodeAt(final) === ino;
+      // Whether it was moved into place matters only for the held-back byte (a stat per chunk cost
+      // more than the chunk's copy when it threw on the not-yet-existing path).
+      if (!committed && st.size >= end - 1) committed = statSync(final, { throwIfNoEntry: false })?.ino === ino;
       if (committed) return st.size;
       if (st.nlink === 0) throw new Error('the download failed (its file was removed before it was verified)');
       if (Date.now() - lastGrowth > GROWING_STALL_MS) throw new Error('the download stopped growing');
@@ -224,14 +230,6 @@ function openGrowing(path: string, final: string): Readable | undefined {
     },
     release: () => closeSync(fd),
   };
-}
-
-function inodeAt(path: string): number | undefined {
-  try {
-    return statSync(path).ino;
-  } catch {
-    return undefined;
-  }
 }
 
 function writeHeadFor(res: ServerResponse, headers: Record<string, string | number>, range: { start: number; end: number } | undefined, size: number): void {
