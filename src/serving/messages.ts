@@ -6,10 +6,8 @@ export type WorkerStart = {
   listen: { host: string; port: number };
   /** The main process's internal listener (an abstract Unix socket). */
   primarySocket: string;
-  /** `<cache dir>/blobs`: the only place an accel answer may send a serving process to. */
-  blobsDir: string;
-  /** `<cache dir>/tmp`: where downloads in progress are written (ACCEL_FILLING). */
-  tmpDir: string;
+  /** The cache directory, absolute: an accel answer may only name its stored files and its tmp/ (FsBlobStore's layout). */
+  cacheRoot: string;
   logLevel: string;
   clientIdleTimeoutMs: number;
 };

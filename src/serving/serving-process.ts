@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
+import { blobPath, tempDir } from '../store/blob-store.ts';
 import { pipeline } from 'node:stream';
 import { RegistryError } from '../oci/errors.ts';
 import { REQUEST_ID } from '../oci/headers.ts';
@@ -103,8 +104,7 @@ export class ServingProcess {
 
   private forget(digest: string): void {
     this.plans.forget(digest);
-    const hex = digest.slice(digest.indexOf(':') + 1);
-    this.files.forget(join(this.start.blobsDir, 'sha256', hex.slice(0, 2), hex));
+    this.files.forget(blobPath(this.start.cacheRoot, digest));
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -114,7 +114,8 @@ export class ServingProcess {
     else this.forward(req, res, key);
   }
 
-  private fromPlan(req: IncomingMessage, res: ServerResponse, key: string, plan: AccelPlan): void {
+  /** `asked`: the plan came from the main process for this very request, so a missing file is not asked about again. */
+  private fromPlan(req: IncomingMessage, res: ServerResponse, key: string, plan: AccelPlan, asked = false): void {
     const started = performance.now();
     const incoming = req.headers[REQUEST_ID.toLowerCase()];
     const reqId = typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
@@ -122,11 +123,16 @@ export class ServingProcess {
     const done = (s: Sent): void => this.served(req, res, plan, reqId, started, s);
     this.files.send(req, res, plan, headers, done).then(
       (outcome) => {
-        if (outcome === 'gone') {
-          // Evicted or removed since: ask again (the main process fetches it or says what happened).
-          this.plans.forget(plan.digest);
+        if (outcome !== 'gone') return;
+        this.plans.forget(plan.digest);
+        // Evicted or removed since: ask again (the main process fetches it or says what happened).
+        if (!asked) {
           this.forward(req, res, key);
+          return;
         }
+        // The main process has just named this file and it cannot be read: say so, never loop.
+        this.deps.log.error({ reqId, file: plan.file }, 'a cached file the main process named cannot be read (or has the wrong size)');
+        sendError(res, new RegistryError('UNAVAILABLE', { status: 503, message: 'the cached copy cannot be read; try again' }));
       },
       (err: unknown) => {
         this.deps.log.error({ err: (err as Error).message, reqId }, 'serving a cached file failed');
@@ -161,7 +167,7 @@ export class ServingProcess {
         answer.resume();
         // A download in progress is tailed for this request only; a stored object's plan is kept.
         if (plan.filling === undefined) this.plans.set(key, plan);
-        this.fromPlan(req, res, key, plan);
+        this.fromPlan(req, res, key, plan, true);
         return;
       }
       res.writeHead(answer.statusCode ?? 502, relayedHeaders(answer.rawHeaders));
@@ -194,9 +200,8 @@ export class ServingProcess {
     const plan = readAccel(answer.statusCode ?? 0, answer.headers, this.now());
     if (!plan) return undefined;
     const digest = digestOfUrl(req.url ?? '');
-    const hex = digest?.slice('sha256:'.length) ?? '';
-    const badFilling = plan.filling !== undefined && (dirname(plan.filling) !== this.start.tmpDir || basename(plan.filling).startsWith('.'));
-    if (digest === undefined || plan.digest !== digest || plan.file !== join(this.start.blobsDir, 'sha256', hex.slice(0, 2), hex) || badFilling) {
+    const badFilling = plan.filling !== undefined && (dirname(plan.filling) !== tempDir(this.start.cacheRoot) || basename(plan.filling).startsWith('.'));
+    if (digest === undefined || plan.digest !== digest || plan.file !== blobPath(this.start.cacheRoot, digest) || badFilling) {
       this.deps.log.error({ digest, planned: plan.digest }, 'ignoring an accel answer for another object');
       return undefined;
     }

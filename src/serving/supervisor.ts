@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { availableParallelism } from 'node:os';
-import { extname, join, resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
 import { markForwarded } from '../http/accel.ts';
@@ -128,8 +128,7 @@ export class ServingProcesses {
       index: slot.index,
       listen: { host: this.opts.listen.host, port: this.port },
       primarySocket: this.socketPath,
-      blobsDir: join(resolve(this.opts.cacheDir), 'blobs'),
-      tmpDir: join(resolve(this.opts.cacheDir), 'tmp'),
+      cacheRoot: resolve(this.opts.cacheDir),
       logLevel: this.opts.logLevel,
       clientIdleTimeoutMs: this.opts.clientIdleTimeoutMs,
     };

@@ -28,7 +28,7 @@ export class FsBlobStore implements BlobStore {
   constructor(root: string, opts: { tempName?: () => string; openFiles?: number } = {}) {
     this.root = root;
     this.openFiles = new OpenFiles(opts.openFiles ?? OPEN_FILES);
-    this.tmpDir = join(root, 'tmp');
+    this.tmpDir = tempDir(root);
     this.tempName = opts.tempName ?? (() => `${Date.now()}-${randomBytes(8).toString('hex')}`);
   }
 
@@ -39,8 +39,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   private pathFor(name: string): string {
-    const [alg = '', hex = ''] = name.split(':');
-    return join(this.root, 'blobs', alg, hex.slice(0, 2), hex);
+    return blobPath(this.root, name);
   }
 
   pathOf(digest: Digest): string {
@@ -162,6 +161,17 @@ class FsBlobWriter implements BlobWriter {
     this.closed = true;
     await this.fh.close().catch(() => undefined);
   }
+}
+
+/** Where FsBlobStore writes blobs until they are verified: `<root>/tmp`. */
+export function tempDir(root: string): string {
+  return join(root, 'tmp');
+}
+
+/** Where FsBlobStore keeps `<alg>:<hex>` under `root`: `<root>/blobs/<alg>/<2 hex>/<hex>`. */
+export function blobPath(root: string, name: string): string {
+  const [alg = '', hex = ''] = name.split(':');
+  return join(root, 'blobs', alg, hex.slice(0, 2), hex);
 }
 
 export function isNotFound(err: unknown): boolean {

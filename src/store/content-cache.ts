@@ -160,8 +160,16 @@ export class ContentCache {
     if (!opened) return undefined;
     const digester = createDigester(digestAlgorithm(digest));
     const buf = Buffer.allocUnsafe(VERIFY_READ_BYTES);
+    let read = 0;
     try {
-      for (let chunk = await opened.source.read(buf); chunk !== null; chunk = await opened.source.read(buf)) digester.update(chunk);
+      for (let chunk = await opened.source.read(buf); chunk !== null; chunk = await opened.source.read(buf)) {
+        digester.update(chunk);
+        read += chunk.length;
+      }
+    } catch {
+      // A file that cannot be read to its end (truncated under an open descriptor, an I/O error)
+      // is as bad as a wrong one: report what was read, which cannot match.
+      return { digest: digester.digest(), size: read };
     } finally {
       opened.source.close();
     }

@@ -2,7 +2,7 @@
 // themselves; the main process owns every decision. Real bin/gantry against a real registry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm, truncate } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -262,6 +262,35 @@ describe('serving processes', () => {
         assert.equal(sha256(r.body), layer.digest);
         assert.equal(r.headers['x-cache'], 'HIT');
       }
+    } finally {
+      await g.kill('SIGTERM');
+    }
+  });
+
+  test('a cached file truncated under Gantry is cut or a 503, never a loop between the processes; verify finds it and it is fetched anew', async () => {
+    const { g, cacheDir } = await start('truncated');
+    try {
+      const url = `${g.url}/v2/${REPO}/blobs/${layer.digest}`;
+      await get(url);
+      for (let i = 0; i < 4; i++) assert.equal((await get(url)).headers['x-cache'], 'HIT');
+      const hex = layer.digest.slice('sha256:'.length);
+      await truncate(join(cacheDir, 'blobs', 'sha256', hex.slice(0, 2), hex), 1000);
+      // Each answer ends at once: a cut body (the descriptor still open knows the old size), a 503,
+      // or the right bytes; never a short body accepted as whole, never a request bounced for good.
+      for (let i = 0; i < 4; i++) {
+        const r = await getOnNewConnection(url).catch((err: Error) => err);
+        if (r instanceof Error) continue;
+        assert.ok(r.status === 503 || (r.status === 200 && sha256(r.body) === layer.digest), `status ${r.status}, ${r.body.length} bytes`);
+      }
+      // Verify reads through the descriptor Gantry keeps open, which still knows the old size: it must call that bad, not fail.
+      const verified = await request(`${g.url}/admin/verify?remove=true`, { method: 'POST' });
+      assert.equal(verified.statusCode, 200);
+      assert.equal(((await verified.body.json()) as { removed: number }).removed, 1);
+      const fresh = await waitFor('the blob served right again', async () => {
+        const r = await getOnNewConnection(url).catch(() => undefined);
+        return r?.status === 200 && sha256(r.body) === layer.digest ? r : undefined;
+      });
+      assert.equal(fresh.status, 200);
     } finally {
       await g.kill('SIGTERM');
     }
