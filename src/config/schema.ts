@@ -30,7 +30,7 @@ export const SETTINGS = {
     max: 64,
     env: 'GANTRY_WORKERS',
     flag: 'workers',
-    help: 'processes that share the listen port and send cache hits themselves, asking the main process for everything else; `auto` = one per CPU core on 2 or more cores, else 0; 0 = the main process serves alone',
+    help: 'processes that share the listen port and send cache hits themselves, asking the main process for everything else; `auto` = one per CPU core (at most 8) on 2 or more cores, else 0; 0 = the main process serves alone; in a container, set it to the CPU limit',
     docDefault: '`auto`',
   }),
   cacheDir: path({ default: './data', env: 'GANTRY_CACHE_DIR', flag: 'cache-dir', metavar: 'DIR', help: 'blobs, LevelDB index, temp files' }),

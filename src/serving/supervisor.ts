@@ -35,10 +35,17 @@ export type ServingOptions = {
   log: Logger;
 };
 
-/** How many serving processes `workers` means on this machine. */
+/** `auto` never starts more than this: past a few, processes add memory, not throughput. */
+const AUTO_MAX = 8;
+
+/**
+ * How many serving processes `workers` means on this machine. The cores are the ones this
+ * process may run on (affinity), not a container's CPU quota: set `workers` from the quota there
+ * (deploy/kubernetes/statefulset.yaml does).
+ */
 export function servingProcessCount(workers: number | 'auto', cores = availableParallelism()): number {
   if (workers !== 'auto') return workers;
-  return cores >= 2 ? cores : 0;
+  return cores >= 2 ? Math.min(cores, AUTO_MAX) : 0;
 }
 
 type Slot = { index: number; child: ChildProcess | undefined; restarts: number; startedAt: number; timer: NodeJS.Timeout | undefined };

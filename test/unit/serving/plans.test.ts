@@ -121,10 +121,11 @@ describe('the accel protocol', () => {
 });
 
 describe('servingProcessCount', () => {
-  test('auto: one per core on 2 or more cores, none on one; a number is taken as is', () => {
+  test('auto: one per core on 2 or more cores (at most 8), none on one; a number is taken as is', () => {
     assert.equal(servingProcessCount('auto', 1), 0);
     assert.equal(servingProcessCount('auto', 2), 2);
     assert.equal(servingProcessCount('auto', 8), 8);
+    assert.equal(servingProcessCount('auto', 64), 8, 'auto stops at 8');
     assert.equal(servingProcessCount(0, 8), 0);
     assert.equal(servingProcessCount(3, 1), 3);
   });
