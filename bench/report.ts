@@ -51,3 +51,8 @@ export function renderTable(rows: Row[]): string {
   const body = rows.map((r) => [r.section, r.figure, r.format(r.gantry), r.format(r.baseline), ratio(r.gantry, r.baseline), r.target, verdict(r.pass)]);
   return renderColumns(header, body, new Set([2, 3, 4]));
 }
+
+/** The closing "problems seen" block of a bench's output (a blank line first); empty when there are none. */
+export function renderProblems(problems: readonly string[]): string {
+  return problems.length === 0 ? '' : ['', 'problems seen:', ...problems.map((p) => `  - ${p}`)].join('\n');
+}

@@ -20,7 +20,7 @@ import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, coldFetchInWorker, curlOnce, skopeoCopy, undiciLoadInWorker, wrkLoad, type ColdRun, type LoadResult, type LoadSpec } from './load.ts';
 import { USAGE, UsageError, parseOptions, type BenchOptions } from './options.ts';
 import { runBench, guardRun, CpuMeter, NODE_BIN, REGISTRY_BIN, REPO_ROOT, TreeMemorySampler, describeTreeMemory, mib, readTreeMemory, startBaselineProxy, startGantryProcess, waitForIdle, type MirrorProcess } from './procs.ts';
-import { fmt, renderTable, type Row } from './report.ts';
+import { fmt, renderTable, renderProblems, type Row } from './report.ts';
 
 type Key = 'gantry' | 'baseline';
 type Mirror = { key: Key; proc: MirrorProcess; fwd: CountingForwarder };
@@ -469,11 +469,7 @@ async function main(opts: BenchOptions): Promise<number> {
           'those figures are noisy; re-run on an idle machine (--wait-idle helps only at the start)',
       );
     }
-    if (problems.length > 0) {
-      log('');
-      log('problems seen:');
-      for (const p of problems) log(`  - ${p}`);
-    }
+    if (problems.length > 0) log(renderProblems(problems));
     return failed ? 1 : 0;
   } finally {
     guard.dispose();

@@ -21,7 +21,7 @@ import { startUpstreamRegistry } from '../test/helpers/upstream-registry.ts';
 import { WRK_BIN, WRK_INSTALL_HINT, curlOnce, wrkLoad, type LoadResult } from './load.ts';
 import { SERVE_USAGE, UsageError, parseServeOptions, type ServeOptions } from './options.ts';
 import { runBench, CpuMeter, NGINX_BIN, NGINX_INSTALL_HINT, REPO_ROOT, TreeMemorySampler, describeTreeMemory, guardRun, mib, readTreeMemory, startGantryProcess, startNginx, waitForIdle, type MirrorProcess } from './procs.ts';
-import { fmt, ratio, renderColumns, verdict } from './report.ts';
+import { fmt, ratio, renderColumns, renderProblems, verdict } from './report.ts';
 
 type Key = 'gantry' | 'nginx';
 type Both<T> = Record<Key, T>;
@@ -292,11 +292,7 @@ async function main(opts: ServeOptions): Promise<number> {
       const n = servers[k].notable();
       if (n.count > 0) problems.push(`${k} logged ${n.count} warning/error line(s), e.g. ${n.lines.slice(0, 3).map((l) => l.line).join(' | ')}`);
     }
-    if (problems.length > 0) {
-      log('');
-      log('problems seen:');
-      for (const p of problems) log(`  - ${p}`);
-    }
+    if (problems.length > 0) log(renderProblems(problems));
     return failed ? 1 : 0;
   } finally {
     guard.dispose();

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { RegistryError, toErrorBody } from '../oci/errors.ts';
 import { DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, REQUEST_ID, X_CACHE } from '../oci/headers.ts';
-import { accessLogger, type Logger } from '../observability/logger.ts';
+import { accessLogger, loggedPath, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { createAdminRoutes, type AdminServices } from './admin-routes.ts';
 import type { AppEnv, RequestStats } from './app-env.ts';
@@ -59,7 +59,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
         if (stats.bytes > 0) svc.metrics.servedBytes.inc({ kind: stats.kind, source: result === 'hit' || result === 'stale' || result === 'revalidated' ? 'cache' : 'upstream' }, stats.bytes);
       }
       if (!svc.log.isLevelEnabled('info')) return;
-      const path = c.req.path.length > 512 ? `${c.req.path.slice(0, 512)}…` : c.req.path;
+      const path = loggedPath(c.req.path);
       access.info({ reqId, method: c.req.method, path, status, bytes: stats.bytes, cache: stats.result, durationMs, aborted: aborted || undefined }, 'request');
     });
     await next();

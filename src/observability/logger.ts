@@ -48,3 +48,10 @@ const PIPE_BUF = 4096;
 export function accessLogger(log: Logger): Logger {
   return log.child({}, { redact: [] });
 }
+
+const MAX_LOGGED_PATH = 512;
+
+/** A request path as the access log holds it: at most 512 characters (a client chooses its length). */
+export function loggedPath(path: string): string {
+  return path.length > MAX_LOGGED_PATH ? `${path.slice(0, MAX_LOGGED_PATH)}…` : path;
+}

@@ -6,7 +6,7 @@ import { blobPath, tempDir } from '../store/blob-store.ts';
 import { pipeline } from 'node:stream';
 import { RegistryError } from '../oci/errors.ts';
 import { REQUEST_ID } from '../oci/headers.ts';
-import { accessLogger, type Logger } from '../observability/logger.ts';
+import { accessLogger, loggedPath, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { ACCEL_FILE, ACCEL_FILLING, ACCEL_SIZE, ACCEL_TTL_MS, carriesBody, forwardedHeaders, readAccel, type AccelPlan } from '../http/accel.ts';
 import { FileResponder, sendError, type Sent } from './file-responder.ts';
@@ -226,9 +226,8 @@ function relayedHeaders(raw: string[]): string[] {
   return out;
 }
 
-/** The path as the main process logs it: without the query, at most 512 characters. */
+/** The path as the main process logs it: without the query. */
 function digestPath(url: string): string {
   const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  return path.length > 512 ? `${path.slice(0, 512)}…` : path;
+  return loggedPath(q === -1 ? url : url.slice(0, q));
 }
