@@ -8,7 +8,7 @@ import { applyUpstreamOverrides, UPSTREAM_FIELDS, upstreamOverrides } from './up
  * What each setting is lives in the table (schema.ts); here are only the rules across settings.
  */
 
-export { DEFAULT_CONFIG, DOCKER_HUB_HOST, DOCKER_HUB_URL, type AuthConfig, type BreakerConfig, type Config, type ProxyConfig, type UpstreamConfig } from './schema.ts';
+export { DEFAULT_CONFIG, DOCKER_HUB_HOST, DOCKER_HUB_URL, type AuthConfig, type BreakerConfig, type ClusterConfig, type Config, type ProxyConfig, type S3Config, type UpstreamConfig } from './schema.ts';
 export { parseListen, parseSize } from './kinds.ts';
 export type { SecretSource } from './setting.ts';
 
@@ -60,9 +60,25 @@ export function parseConfig(
   const def = cfg.upstreams.find((u) => u.host === cfg.defaultUpstream);
   if (!def) problems.push(`defaultUpstream: ${cfg.defaultUpstream} is not one of the configured upstreams`);
   applyUpstreamOverrides(cfg.upstreams, def, overrides, ctx);
+  checkCluster(cfg, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;
+}
+
+/** A shared cache needs its parts together: a bucket for the S3 tier, and a peer secret and an address for the nodes. */
+function checkCluster(cfg: Config, problems: string[]): void {
+  const s3 = cfg.storage.s3;
+  if (s3.bucket === undefined && (s3.endpoint !== undefined || s3.region !== undefined || s3.prefix !== '')) {
+    problems.push('storage.s3.bucket: required when storage.s3 is set (the shared tier\'s bucket)');
+  }
+  const { cluster } = cfg;
+  if (cluster.peerToken !== undefined && cluster.peerToken.length < 16) problems.push('cluster.peerToken: must be 16 characters or more');
+  const redis = cluster.redis.url;
+  if (redis === undefined) return;
+  if (!/^rediss?:\/\/[^\s]+$/.test(redis)) problems.push('cluster.redis.url: expected a redis:// or rediss:// URL');
+  if (cluster.peerToken === undefined) problems.push('cluster.peerToken: required with cluster.redis (or peerTokenEnv / peerTokenFile, or GANTRY_PEER_TOKEN)');
+  if (cluster.advertiseUrl === undefined) problems.push('cluster.advertiseUrl: required with cluster.redis (how the other nodes reach this one)');
 }
 
 /** Read the environment variables of the settings table into overrides. */

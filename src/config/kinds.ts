@@ -101,6 +101,8 @@ export function bool<O extends Declared<boolean>>(o: O): O & Setting<boolean> {
     type: '`true` / `false`',
     parse(v, key, { problems }) {
       if (typeof v === 'boolean') return v;
+      // From an environment variable or a flag.
+      if (v === 'true' || v === 'false') return v === 'true';
       problems.push(`${key}: expected true or false`);
       return undefined;
     },

@@ -87,6 +87,31 @@ export const SETTINGS = {
       trialTimeoutSeconds: int({ default: 10, min: 1, help: 'deadline of the half-open trial and of each probe, so neither can wedge the breaker' }),
     },
   },
+  cluster: {
+    section: {
+      nodeId: text({ env: 'GANTRY_NODE_ID', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: '1-64 letters, digits, `.`, `_` or `-`', help: "this node's name among the nodes sharing a cache (logs, metrics)", docDefault: 'the hostname' }),
+      advertiseUrl: url({ env: 'GANTRY_ADVERTISE_URL', help: 'how the other nodes reach this one', docDefault: 'none' }),
+      peerToken: secret('peerToken', { env: 'GANTRY_PEER_TOKEN', help: 'secret shared by the nodes (16 characters or more), for their requests to each other; never logged', docDefault: 'none' }),
+      redis: {
+        section: {
+          url: secret('url', { env: 'GANTRY_REDIS_URL', help: '`redis://` or `rediss://` URL of the Redis (or Valkey) the nodes coordinate through; its password is never logged', docDefault: 'none (no coordination)' }),
+        },
+      },
+    },
+  },
+  storage: {
+    section: {
+      s3: {
+        section: {
+          endpoint: url({ env: 'GANTRY_S3_ENDPOINT', help: 'S3-compatible endpoint (MinIO, Ceph RGW, Swift s3api)', docDefault: 'AWS' }),
+          region: text({ env: 'GANTRY_S3_REGION', help: 'the bucket\'s region', docDefault: '`us-east-1` with an endpoint, else the SDK\'s (`AWS_REGION`)' }),
+          bucket: text({ env: 'GANTRY_S3_BUCKET', pattern: /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, expected: 'an S3 bucket name (3-63 lowercase letters, digits, `.` or `-`)', help: 'bucket of the shared tier, which must exist; unset = no shared tier', docDefault: 'none' }),
+          prefix: text({ default: '', allowEmpty: true, env: 'GANTRY_S3_PREFIX', pattern: /^(?:[A-Za-z0-9!_.*'()-]+\/)*$/, expected: 'empty, or path segments each ending in `/` (`cache/`)', help: "where Gantry's objects go in the bucket", docDefault: 'empty (the bucket\'s root)' }),
+          forcePathStyle: bool({ default: false, env: 'GANTRY_S3_FORCE_PATH_STYLE', help: '`http://host/bucket/key` addressing, which most S3-compatible servers need' }),
+        },
+      },
+    },
+  },
   proxy: {
     section: {
       httpProxy: text({ envFallback: ['HTTP_PROXY', 'http_proxy'], help: 'proxy for http:// upstreams' }),
@@ -100,6 +125,8 @@ export type Config = ValuesOf<typeof SETTINGS>;
 export type AuthConfig = Config['auth'];
 export type BreakerConfig = Config['breaker'];
 export type ProxyConfig = Config['proxy'];
+export type ClusterConfig = Config['cluster'];
+export type S3Config = Config['storage']['s3'];
 export type { UpstreamConfig };
 
 function deepFreeze<T>(v: T): Readonly<T> {

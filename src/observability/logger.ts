@@ -16,7 +16,7 @@ export function createLogger(level: string, destination: DestinationStream = std
         paths: [
           'authorization', '*.authorization', '*.*.authorization',
           'password', '*.password', '*.*.password',
-          'token', '*.token', 'headers.cookie', 'adminToken', '*.adminToken',
+          'token', '*.token', 'headers.cookie', 'adminToken', '*.adminToken', 'peerToken', '*.peerToken', '*.*.peerToken',
         ],
         censor: '[redacted]',
       },

@@ -263,6 +263,15 @@ describe('overridesFromEnv', () => {
         maxCacheBytes: '10GiB',
         tagTtlSeconds: '30',
         logLevel: 'warn',
+        'cluster.nodeId': undefined,
+        'cluster.advertiseUrl': undefined,
+        'cluster.peerToken': undefined,
+        'cluster.redis.url': undefined,
+        'storage.s3.endpoint': undefined,
+        'storage.s3.region': undefined,
+        'storage.s3.bucket': undefined,
+        'storage.s3.prefix': undefined,
+        'storage.s3.forcePathStyle': undefined,
         upstreamUrl: 'https://mirror.example',
         upstreamUsername: 'bob',
         upstreamPassword: 'hunter2',
@@ -574,7 +583,11 @@ describe('the settings table', () => {
     assert.equal(new Set(envs).size, envs.length);
     assert.equal(new Set(flags).size, flags.length);
     assert.ok(envs.every((e) => e.startsWith('GANTRY_')), envs.join());
-    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), ['cacheDir', 'listen', 'logLevel', 'maxCacheBytes', 'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers']);
+    assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), [
+      'cacheDir', 'cluster.advertiseUrl', 'cluster.nodeId', 'cluster.peerToken', 'cluster.redis.url', 'listen', 'logLevel', 'maxCacheBytes',
+      'storage.s3.bucket', 'storage.s3.endpoint', 'storage.s3.forcePathStyle', 'storage.s3.prefix', 'storage.s3.region',
+      'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers',
+    ]);
   });
 
   test('DEFAULT_CONFIG is the table\'s defaults, frozen all the way down', () => {
@@ -658,5 +671,72 @@ describe('the settings table', () => {
     const problems = problemsOf(() => parseConfig({ upstreams: [{ host: 'a.io', url: 'https://a.io', prefix: 'p' }, { host: 'b.io', url: 'https://b.io', prefix: 'p', virtualHosts: ['v'] }, { host: 'c.io', url: 'https://c.io', virtualHosts: ['v'] }] }));
     assert.ok(hasProblem(problems, /^upstreams: p selects both a\.io and b\.io$/), problems.join('\n'));
     assert.ok(hasProblem(problems, /^upstreams: v selects both b\.io and c\.io$/), problems.join('\n'));
+  });
+});
+
+describe('cluster and storage.s3 (several nodes, one cache)', () => {
+  const noSecrets: SecretSource = { env: {}, readFile: () => assert.fail('no file expected') };
+
+  test('absent: no shared tier and no coordination, exactly as a single node', () => {
+    const cfg = parseConfig(undefined, {}, noSecrets);
+    assert.equal(cfg.storage.s3.bucket, undefined);
+    assert.equal(cfg.cluster.redis.url, undefined);
+    assert.equal(cfg.cluster.peerToken, undefined);
+  });
+
+  test("the issue's example file parses, with the peer token from a file", () => {
+    const cfg = parseConfig(
+      {
+        cluster: { nodeId: 'gantry-a', advertiseUrl: 'http://10.0.0.5:5000', peerTokenFile: '/run/secrets/gantry-peer', redis: { url: 'redis://redis:6379/0' } },
+        storage: { s3: { endpoint: 'http://minio:9000', region: 'us-east-1', bucket: 'gantry', prefix: 'cache/', forcePathStyle: true } },
+      },
+      {},
+      { env: {}, readFile: (p) => (p === '/run/secrets/gantry-peer' ? 'a-long-shared-peer-secret\n' : assert.fail(p)) },
+    );
+    assert.deepEqual(cfg.cluster, { nodeId: 'gantry-a', advertiseUrl: 'http://10.0.0.5:5000', peerToken: 'a-long-shared-peer-secret', redis: { url: 'redis://redis:6379/0' } });
+    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://minio:9000', region: 'us-east-1', bucket: 'gantry', prefix: 'cache/', forcePathStyle: true });
+  });
+
+  test('every GANTRY_* variable of the issue sets its setting', () => {
+    const env = {
+      GANTRY_NODE_ID: 'b', GANTRY_ADVERTISE_URL: 'http://127.0.0.1:5001', GANTRY_PEER_TOKEN: '0123456789abcdef', GANTRY_REDIS_URL: 'redis://127.0.0.1:6379/0',
+      GANTRY_S3_ENDPOINT: 'http://127.0.0.1:8080', GANTRY_S3_REGION: 'us-east-1', GANTRY_S3_BUCKET: 'gantry', GANTRY_S3_PREFIX: 'a/b/', GANTRY_S3_FORCE_PATH_STYLE: 'true',
+    };
+    assert.deepEqual(problemsOf(() => parseConfig(undefined, overridesFromEnv({ GANTRY_S3_BUCKET: 'gantry', GANTRY_S3_FORCE_PATH_STYLE: 'yes' }), noSecrets)), ['storage.s3.forcePathStyle: expected true or false']);
+    const cfg = parseConfig(undefined, overridesFromEnv(env), { env, readFile: () => assert.fail('no file expected') });
+    assert.deepEqual(cfg.cluster, { nodeId: 'b', advertiseUrl: 'http://127.0.0.1:5001', peerToken: '0123456789abcdef', redis: { url: 'redis://127.0.0.1:6379/0' } });
+    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://127.0.0.1:8080', region: 'us-east-1', bucket: 'gantry', prefix: 'a/b/', forcePathStyle: true });
+  });
+
+  test('every problem at once: redis without a peer secret or an address, s3 without a bucket, bad names', () => {
+    const problems = problemsOf(() =>
+      parseConfig({ cluster: { nodeId: 'no spaces', redis: { url: 'http://redis:6379' } }, storage: { s3: { endpoint: 'http://minio:9000', prefix: '/abs' } } }, {}, noSecrets),
+    );
+    assert.deepEqual([...problems].sort(), [
+      'cluster.advertiseUrl: required with cluster.redis (how the other nodes reach this one)',
+      'cluster.nodeId: expected 1-64 letters, digits, `.`, `_` or `-`',
+      'cluster.peerToken: required with cluster.redis (or peerTokenEnv / peerTokenFile, or GANTRY_PEER_TOKEN)',
+      'cluster.redis.url: expected a redis:// or rediss:// URL',
+      'storage.s3.bucket: required when storage.s3 is set (the shared tier\'s bucket)',
+      'storage.s3.prefix: expected empty, or path segments each ending in `/` (`cache/`)',
+    ].sort());
+  });
+
+  test('a short peer secret, a bad bucket name and unknown keys are problems', () => {
+    const problems = problemsOf(() => parseConfig({ cluster: { peerToken: 'short', colour: 'red' }, storage: { s3: { bucket: 'Not_A_Bucket' }, disk: {} } }, {}, noSecrets));
+    assert.deepEqual([...problems].sort(), [
+      'cluster.colour: unknown key',
+      'cluster.peerToken: must be 16 characters or more',
+      'storage.disk: unknown key',
+      'storage.s3.bucket: expected an S3 bucket name (3-63 lowercase letters, digits, `.` or `-`)',
+    ].sort());
+  });
+
+  test('the Redis URL and the peer secret may come from files or variables, and must then exist', () => {
+    const problems = problemsOf(() => parseConfig({ cluster: { advertiseUrl: 'http://a:5000', peerTokenEnv: 'PEER', redis: { urlFile: '/nope' } } }, {}, { env: {}, readFile: () => { throw new Error('ENOENT'); } }));
+    assert.deepEqual([...problems].sort(), [
+      'cluster.peerTokenEnv: environment variable PEER is not set',
+      'cluster.redis.urlFile: cannot read /nope: ENOENT',
+    ].sort());
   });
 });
