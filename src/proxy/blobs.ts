@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { BlobWriter, ByteRange } from '../store/blob-store-api.ts';
 import { iterableSource, onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
+import { teeToShared, type SharedTier } from '../store/shared-tier.ts';
 import type { BlobResponse } from '../upstream/registry-api.ts';
 import type { TransferPriority } from '../upstream/rate-limiter.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
@@ -57,6 +58,10 @@ const HOT_BLOB_MAX_BYTES = 1024 * 1024;
 type Running = { fill: Fill; restricted: boolean; priority: TransferPriority };
 /** A fill that started, or the upstream answer to stream through because the cache could not take it. */
 type Started = Running | { bypass: BlobResponse };
+/** Where a fill's bytes come from (see PullThroughBlobs.source). */
+type FillSource =
+  | { from: 'shared'; size: number; restricted: boolean; body: AsyncIterable<Uint8Array> }
+  | { from: 'upstream'; size: number | undefined; restricted: boolean; res: BlobResponse };
 /** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
 type Inflight = Running | undefined;
 
@@ -81,6 +86,8 @@ export type PullThroughBlobsOptions = {
   fillQueueTimeoutMs: number;
   fillResumeAttempts: number;
   diskErrorBackoffMs: number;
+  /** Content shared with other nodes (S3), looked in before the upstream; none for a node alone. */
+  shared?: SharedTier | undefined;
 };
 
 /**
@@ -252,8 +259,8 @@ export class PullThroughBlobs {
     let handedOver = false;
     try {
       const signal = AbortSignal.any([this.opts.shutdown, AbortSignal.timeout(this.opts.fillTimeoutMs)]);
-      const res = await this.fetch(req, signal);
-      const restricted = isClientOwned(req.auth);
+      const source = await this.source(req, signal);
+      const { restricted } = source;
       const upstreamHost = req.upstream.host;
       const { cache, metrics, log } = this.opts;
       let writer: BlobWriter;
@@ -262,23 +269,21 @@ export class PullThroughBlobs {
       } catch (err) {
         // Can't even start writing: stream this one through and stop trying for a while.
         this.diskTrouble(err);
-        return { bypass: res };
+        return { bypass: source.from === 'upstream' ? source.res : await this.bypassShared(req, source.body) };
       }
+      // Fetched upstream: the shared tier gets a copy, published once the local commit verified it.
+      if (source.from === 'upstream' && this.opts.shared) writer = teeToShared(writer, this.opts.shared.upload(req.digest, source.size, { restricted, mediaType: 'application/octet-stream' }));
       const fill = new Fill({
         digest: req.digest,
-        expectedSize: res.size,
+        expectedSize: source.size,
         writer,
         openCommitted: async (range) => (await cache.open(req.digest, range))?.source,
       });
       metrics.inflightFills.inc();
       const started = performance.now();
-      const body = resumableBody(res.body, async (offset) => (await this.fetch(req, signal, offset)).body, {
-        maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc(),
-      });
       handedOver = true;
       const running: Running = { fill, restricted, priority };
-      const paced = req.upstream.throttle(body, () => running.priority);
-      void fill.run(countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n))).then((outcome) => {
+      void fill.run(this.fillBody(req, source, signal, running)).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
         metrics.inflightFills.dec();
@@ -296,6 +301,50 @@ export class PullThroughBlobs {
     } finally {
       if (!handedOver) release();
     }
+  }
+
+  /**
+   * Where a fill's bytes come from: the shared tier when it has the blob (after the access check a
+   * restricted one needs, as for a local hit), else the upstream.
+   */
+  private async source(req: BlobRequest, signal: AbortSignal): Promise<FillSource> {
+    const shared = await this.opts.shared?.open(req.digest);
+    if (shared) {
+      if (shared.meta.restricted) {
+        try {
+          await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
+        } catch (err) {
+          destroyBody(shared.body);
+          throw err;
+        }
+      }
+      return { from: 'shared', size: shared.size, restricted: shared.meta.restricted, body: shared.body };
+    }
+    const res = await this.fetch(req, signal);
+    return { from: 'upstream', size: res.size, restricted: isClientOwned(req.auth), res };
+  }
+
+  /** The bytes a fill runs on: resumed from where they were cut (Range), upstream ones paced and counted. */
+  private fillBody(req: BlobRequest, source: FillSource, signal: AbortSignal, running: Running): AsyncIterable<Uint8Array> {
+    const { metrics, log, shared } = this.opts;
+    const resumeOpts = { maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc() };
+    if (source.from === 'shared') {
+      return resumableBody(source.body, async (offset) => {
+        const rest = await shared?.open(req.digest, offset);
+        if (!rest) throw new Error('the shared tier lost the blob mid-read');
+        return rest.body;
+      }, resumeOpts);
+    }
+    const upstreamHost = req.upstream.host;
+    const body = resumableBody(source.res.body, async (offset) => (await this.fetch(req, signal, offset)).body, resumeOpts);
+    const paced = req.upstream.throttle(body, () => running.priority);
+    return countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n));
+  }
+
+  /** The cache cannot take a blob the shared tier has: stream the upstream's copy through, as for any miss then. */
+  private async bypassShared(req: BlobRequest, body: AsyncIterable<Uint8Array>): Promise<BlobResponse> {
+    destroyBody(body);
+    return this.fetch(req, undefined);
   }
 
   private diskTrouble(err: unknown): void {
@@ -342,4 +391,9 @@ async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => 
     add(chunk.length);
     yield chunk;
   }
+}
+
+/** Let go of a body that will not be read (its connection goes back or closes). */
+function destroyBody(body: AsyncIterable<Uint8Array>): void {
+  (body as { destroy?: () => void }).destroy?.();
 }
