@@ -16,6 +16,8 @@ import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
+import { S3Tier } from './store/s3-tier.ts';
+import type { SharedTier } from './store/shared-tier.ts';
 import { importStream } from './transfer/import-stream.ts';
 import { PrefetchJobs } from './prefetch/jobs.ts';
 import { createLimiter, UpstreamClient } from './upstream/client.ts';
@@ -79,6 +81,28 @@ export function createCache(config: Config, deps: { metrics: Metrics; log: Logge
   });
 }
 
+/** Gantry cannot start as configured (an unusable bucket): the CLI prints the message alone and exits 1. */
+export class StartupError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'StartupError';
+  }
+}
+
+/** The S3 tier when `storage.s3.bucket` is set, checked now: an unusable bucket stops the start. */
+async function connectSharedTier(config: Config, deps: { metrics: Metrics; log: Logger }): Promise<SharedTier | undefined> {
+  if (config.cluster.redis.url !== undefined) {
+    throw new StartupError('cluster.redis: coordination through Redis is not in this version of Gantry yet (issue 14 lands it in slices); remove cluster.redis to run with the shared S3 tier alone');
+  }
+  const { bucket } = config.storage.s3;
+  if (bucket === undefined) return undefined;
+  try {
+    return await S3Tier.connect({ config: { ...config.storage.s3, bucket }, ...deps });
+  } catch (err) {
+    throw new StartupError((err as Error).message, { cause: err });
+  }
+}
+
 /** Build every service from a Config, without listening. The only place real dependencies are wired. */
 export async function createServices(config: Config, opts: ServicesOptions = {}): Promise<Services> {
   const log = createLogger(config.logLevel, opts.logDestination);
@@ -105,6 +129,10 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     ),
     config,
   );
+  const shared = await connectSharedTier(config, { metrics, log }).catch(async (err: unknown) => {
+    await cache.close();
+    throw err;
+  });
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log });
   const blobs = new PullThroughBlobs({
@@ -115,10 +143,12 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     fillQueueTimeoutMs: config.fillQueueTimeoutMs,
     fillResumeAttempts: config.fillResumeAttempts,
     diskErrorBackoffMs: config.diskErrorBackoffSeconds * 1000,
+    shared,
   });
   const manifests = new PullThroughManifests({
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
+    shared,
   });
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds);
@@ -139,6 +169,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
         abort();
         await prefetch.close();
         await upstreams.close();
+        await shared?.close();
         await cache.close();
       })();
       return closing;

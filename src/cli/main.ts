@@ -1,3 +1,4 @@
+import { StartupError } from '../gantry.ts';
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config.ts';
@@ -82,5 +83,11 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, io
     io.err(`${err.message}\n`);
     return EXIT_USAGE;
   }
-  return COMMANDS[parsed.name].run(config, parsed.options, io);
+  try {
+    return await COMMANDS[parsed.name].run(config, parsed.options, io);
+  } catch (err) {
+    if (!(err instanceof StartupError)) throw err;
+    io.err(`gantry: ${err.message}\n`);
+    return 1;
+  }
 }

@@ -126,6 +126,19 @@ export function createMetrics(registry = new Registry()) {
     prefetchQueuedJobs: new Gauge({ name: 'gantry_prefetch_queued_jobs', help: 'Prefetch jobs queued or running', registers: [registry] }),
     evictions: new Counter({ name: 'gantry_evictions_total', help: 'Cache entries evicted', registers: [registry] }),
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
+    sharedRequests: new Counter({
+      name: 'gantry_shared_tier_requests_total',
+      help: 'Shared tier (S3) operations by result: open hit/miss/error, upload done/aborted/dropped/error, put done/error',
+      labelNames: ['op', 'result'] as const,
+      registers: [registry],
+    }),
+    sharedBytes: new Counter({
+      name: 'gantry_shared_tier_bytes_total',
+      help: 'Bytes read from (read) and published to (written) the shared tier',
+      labelNames: ['direction'] as const,
+      registers: [registry],
+    }),
+    sharedUp: new Gauge({ name: 'gantry_shared_tier_up', help: '1 while the shared tier (S3) answers, 0 while it is skipped after an error', registers: [registry] }),
   };
   return m;
 }

@@ -329,11 +329,12 @@ export class PullThroughBlobs {
     const { metrics, log, shared } = this.opts;
     const resumeOpts = { maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc() };
     if (source.from === 'shared') {
-      return resumableBody(source.body, async (offset) => {
+      const body = resumableBody(source.body, async (offset) => {
         const rest = await shared?.open(req.digest, offset);
         if (!rest) throw new Error('the shared tier lost the blob mid-read');
         return rest.body;
       }, resumeOpts);
+      return countBytes(body, (n) => metrics.sharedBytes.inc({ direction: 'read' }, n));
     }
     const upstreamHost = req.upstream.host;
     const body = resumableBody(source.res.body, async (offset) => (await this.fetch(req, signal, offset)).body, resumeOpts);

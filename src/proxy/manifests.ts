@@ -5,6 +5,7 @@ import { MANIFEST_ACCEPT, acceptsMediaType, sniffManifestMediaType } from '../oc
 import type { Reference } from '../oci/reference.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { SharedTier } from '../store/shared-tier.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import type { TagEntry } from '../store/index-store.ts';
 import { readBounded } from '../upstream/read-body.ts';
@@ -49,6 +50,7 @@ export class PullThroughManifests {
   private readonly tagTtlMs: (upstreamHost: string) => number;
   private readonly inflight = new Map<string, Promise<ManifestResult>>();
   private readonly guard: AccessGuard;
+  private readonly shared: SharedTier | undefined;
   private readonly now: () => number;
 
   constructor(opts: {
@@ -60,7 +62,10 @@ export class PullThroughManifests {
     tagTtlMs: (upstreamHost: string) => number;
     /** The clock for tag TTLs and checkedAt (tests inject one). */
     now?: () => number;
+    /** Manifests shared with other nodes (S3), by digest; none for a node alone. */
+    shared?: SharedTier | undefined;
   }) {
+    this.shared = opts.shared;
     this.now = opts.now ?? Date.now;
     this.cache = opts.cache;
     this.guard = opts.guard;
@@ -72,9 +77,10 @@ export class PullThroughManifests {
 
   async get(req: ManifestRequest): Promise<ManifestResult> {
     if (req.reference.kind === 'digest') {
-      const local = await this.readLocal(req, req.reference.digest);
+      const digest = req.reference.digest;
+      const local = await this.readLocal(req, digest);
       if (local) return { ...local, result: 'hit' };
-      return this.coalesced(req, () => this.fetch(req, undefined));
+      return this.coalesced(req, async () => (await this.fromShared(req, digest)) ?? this.fetch(req, undefined));
     }
     const tag = req.reference.tag;
     const entry = await this.cache.getTag(req.upstream.host, req.remoteName, tag);
@@ -188,8 +194,39 @@ export class PullThroughManifests {
     return { digest, mediaType, size: bytes.length, bytes, result: 'miss' };
   }
 
+  /**
+   * A manifest by digest from the tier shared with other nodes: verified against its digest,
+   * checked for this requester if restricted, then kept locally. Undefined when the tier does not
+   * have it (or it is not something this client accepts): the upstream is asked then.
+   */
+  private async fromShared(req: ManifestRequest, digest: Digest): Promise<ManifestResult | undefined> {
+    const found = await this.shared?.open(digest);
+    if (!found) return undefined;
+    let bytes: Buffer;
+    try {
+      bytes = await readBounded(found.body, this.maxBytes);
+    } catch (err) {
+      this.log.warn({ digest, err: (err as Error).message }, 'manifest from the shared tier unreadable; asking the upstream');
+      return undefined;
+    }
+    const { mediaType, restricted } = found.meta;
+    if (digestOf(bytes, digestAlgorithm(digest)) !== digest) {
+      this.log.error({ digest }, 'manifest from the shared tier does not match its digest; asking the upstream');
+      return undefined;
+    }
+    if (!acceptsMediaType(req.accept, mediaType)) return undefined;
+    if (restricted) await this.guard.check(req.upstream, req.remoteName, { manifest: digest }, req.auth);
+    this.metrics.sharedBytes.inc({ direction: 'read' }, bytes.length);
+    await this.cache
+      .ingestBytes(digest, bytes, { kind: 'manifest', mediaType, upstream: req.upstream.host, repo: req.remoteName, restricted })
+      .catch((err: unknown) => this.log.error({ err, digest }, 'failed to cache manifest'));
+    return { digest, mediaType, size: bytes.length, bytes: req.headOnly ? undefined : bytes, result: 'miss', file: this.cache.fileOf(digest) };
+  }
+
   private async store(req: ManifestRequest, digest: Digest, mediaType: string, bytes: Buffer): Promise<void> {
     const restricted = isClientOwned(req.auth);
+    // Verified (fetch checked the digest): other nodes may have it from the shared tier.
+    void this.shared?.put(digest, bytes, { restricted, mediaType });
     try {
       await this.cache.ingestBytes(digest, bytes, { kind: 'manifest', mediaType, upstream: req.upstream.host, repo: req.remoteName, restricted });
       if (req.reference.kind === 'tag') {
