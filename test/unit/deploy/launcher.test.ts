@@ -5,7 +5,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, realpathSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -58,5 +58,24 @@ describe('bin/gantry picks dist/ or src/', () => {
   test('an image without src/ runs dist/', () => {
     rmSync(path.join(dir, 'src'), { recursive: true });
     assert.equal(run(), 'dist --flag 0 16');
+  });
+
+  test('dist as a symlink to a version (scripts/build.ts): the resolved path runs, current while no source is newer than the stamp', () => {
+    const version = '.dist-0123456789abcdef';
+    rmSync(path.join(dir, 'dist'), { recursive: true, force: true });
+    mkdirSync(path.join(dir, version));
+    symlinkSync(version, path.join(dir, 'dist'));
+    writeFileSync(path.join(dir, version, 'main.js'), 'console.log(process.argv[1]);\n');
+    writeFileSync(path.join(dir, version, '.build-stamp'), 'hash\n');
+    mkdirSync(path.join(dir, 'src', 'http'), { recursive: true });
+    writeFileSync(path.join(dir, 'src', 'main.ts'), print('src'));
+    writeFileSync(path.join(dir, 'src', 'http', 'routes.ts'), '');
+    // main.js older than the sources, the stamp newer: a skipped build dates only the stamp.
+    age(path.join(dir, version, 'main.js'), 120);
+    for (const rel of ['src', 'src/http', 'src/main.ts', 'src/http/routes.ts']) age(path.join(dir, rel), 60);
+    age(path.join(dir, version, '.build-stamp'), 30);
+    assert.equal(run(), path.join(realpathSync(dir), version, 'main.js'));
+    age(path.join(dir, version, '.build-stamp'), 90);
+    assert.equal(run(), 'src --flag 0 16');
   });
 });
