@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install, when missing, every Debian package the test suite runs for real, with one apt run:
 #   docker-registry (the upstream), skopeo, docker.io (dockerd + CLI), containerd (+ ctr), podman
-#   (the clients), prometheus (promtool, for the deploy tests). Idempotent; needs root to install.
+#   (the clients), prometheus (promtool, for the deploy tests), OpenStack Swift with memcached (the
+#   S3-compatible store of test/helpers/s3-server.ts) and redis-server. Idempotent; needs root to install.
 set -euo pipefail
 need=()
 # file:package, by path: a docker CLI elsewhere on PATH (e.g. /usr/local/bin) is not the daemon.
@@ -13,9 +14,20 @@ for pair in \
   /usr/bin/containerd:containerd \
   /usr/bin/ctr:containerd \
   /usr/bin/podman:podman \
-  /usr/bin/promtool:prometheus; do
+  /usr/bin/promtool:prometheus \
+  /usr/bin/swift-proxy-server:swift-proxy \
+  /usr/bin/swift-object-server:swift-object \
+  /usr/bin/swift-container-server:swift-container \
+  /usr/bin/swift-account-server:swift-account \
+  /usr/bin/swift-ring-builder:swift \
+  /usr/lib/python3/dist-packages/swift/common/middleware/s3api/s3api.py:python3-swift \
+  /usr/bin/memcached:memcached \
+  /usr/bin/redis-server:redis-server \
+  /usr/bin/redis-cli:redis-tools; do
   file=${pair%%:*} pkg=${pair#*:}
-  if [ ! -x "$file" ] && [[ " ${need[*]-} " != *" $pkg "* ]]; then need+=("$pkg"); fi
+  # A Python module is a plain file; everything else must be an executable.
+  if [[ $file == *.py ]]; then test=-f; else test=-x; fi
+  if [ ! "$test" "$file" ] && [[ " ${need[*]-} " != *" $pkg "* ]]; then need+=("$pkg"); fi
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
