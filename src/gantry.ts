@@ -17,6 +17,8 @@ import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { S3Tier } from './store/s3-tier.ts';
+import { Coordinator } from './cluster/coordinator.ts';
+import { hostname } from 'node:os';
 import type { SharedTier } from './store/shared-tier.ts';
 import { importStream } from './transfer/import-stream.ts';
 import { PrefetchJobs } from './prefetch/jobs.ts';
@@ -41,6 +43,9 @@ export type Services = {
   listings: PassthroughListings;
   tokens: GantryTokens;
   htpasswd: Htpasswd | undefined;
+  /** Shared S3 tier and cluster coordination, when configured (for /readyz). */
+  shared: SharedTier | undefined;
+  cluster: { coordinator: Coordinator; peerToken: string } | undefined;
   /** Prefetch jobs, loaded from the index; they run once listen() starts them. */
   prefetch: PrefetchJobs;
   /** Aborts background work (fills) at once; close() does it too. */
@@ -89,11 +94,27 @@ export class StartupError extends Error {
   }
 }
 
+/**
+ * Coordination with the other nodes when `cluster.redis.url` is set. A Redis that is down at
+ * start-up does not stop the node: it starts alone and joins when Redis answers (bounded wait).
+ */
+async function connectCluster(config: Config, deps: { metrics: Metrics; log: Logger }): Promise<{ coordinator: Coordinator; peerToken: string } | undefined> {
+  const { redis, peerToken, advertiseUrl } = config.cluster;
+  if (redis.url === undefined || peerToken === undefined || advertiseUrl === undefined) return undefined;
+  const coordinator = new Coordinator({ url: redis.url, nodeId: nodeIdOf(config), advertiseUrl, ...deps });
+  await coordinator.ready(REDIS_START_WAIT_MS);
+  return { coordinator, peerToken };
+}
+
+const REDIS_START_WAIT_MS = 3_000;
+
+/** This node's name among the nodes sharing a cache. */
+export function nodeIdOf(config: Config): string {
+  return config.cluster.nodeId ?? hostname();
+}
+
 /** The S3 tier when `storage.s3.bucket` is set, checked now: an unusable bucket stops the start. */
 async function connectSharedTier(config: Config, deps: { metrics: Metrics; log: Logger }): Promise<SharedTier | undefined> {
-  if (config.cluster.redis.url !== undefined) {
-    throw new StartupError('cluster.redis: coordination through Redis is not in this version of Gantry yet (issue 14 lands it in slices); remove cluster.redis to run with the shared S3 tier alone');
-  }
   const { bucket } = config.storage.s3;
   if (bucket === undefined) return undefined;
   try {
@@ -133,6 +154,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     await cache.close();
     throw err;
   });
+  const cluster = await connectCluster(config, { metrics, log });
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log });
   const blobs = new PullThroughBlobs({
@@ -144,6 +166,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     fillResumeAttempts: config.fillResumeAttempts,
     diskErrorBackoffMs: config.diskErrorBackoffSeconds * 1000,
     shared,
+    cluster,
   });
   const manifests = new PullThroughManifests({
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
@@ -163,18 +186,27 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     shutdown.abort();
   };
   return {
-    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, prefetch, abort,
+    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, prefetch, abort, shared, cluster,
     close() {
       closing ??= (async () => {
         abort();
         await prefetch.close();
         await upstreams.close();
         await shared?.close();
+        await cluster?.coordinator.close();
         await cache.close();
       })();
       return closing;
     },
   };
+}
+
+/** What /readyz says beyond ready: the shared parts a node can work without, and whether it has them. */
+function readinessDetail(services: Services): string[] {
+  const lines: string[] = [];
+  if (services.cluster) lines.push(`redis: ${services.cluster.coordinator.connected ? 'up' : 'down (this node works alone)'}`);
+  if (services.shared) lines.push(`s3: ${services.shared.up ? 'up' : 'down (this node works from its disk and the upstreams)'}`);
+  return lines;
 }
 
 /** Serve the services over HTTP until close(); close() also closes the services. */
@@ -202,6 +234,8 @@ export async function listen(services: Services): Promise<Gantry> {
     adminToken: config.adminToken,
     prefetch: services.prefetch,
     metricsText: serving ? () => serving.metricsText() : undefined,
+    peer: config.cluster.peerToken !== undefined ? { blobs, metrics, peerToken: config.cluster.peerToken } : undefined,
+    readiness: () => readinessDetail(services),
   });
 
   const bound = serving ? await serveWithProcesses(serving, servingCount, app, config) : await serveAlone(app, config);

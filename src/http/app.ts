@@ -12,6 +12,7 @@ import type { PrefetchService } from './prefetch-route.ts';
 import type { ImportServices } from './import-route.ts';
 import type { PinsRouteServices } from './pins-route.ts';
 import { createTokenHandler } from './token-route.ts';
+import { createPeerRoutes, type PeerServices } from './peer-routes.ts';
 
 export type AppServices = RegistryServices & {
   metrics: Metrics;
@@ -23,6 +24,10 @@ export type AppServices = RegistryServices & {
   prefetch?: PrefetchService;
   /** /metrics when other processes' metrics are merged in (serving processes); absent: this process's registry. */
   metricsText?: () => Promise<{ text: string; contentType: string }>;
+  /** The endpoint other nodes stream blobs from (cluster.peerToken set); absent: no such route. */
+  peer?: PeerServices | undefined;
+  /** Lines /readyz adds after ready (Redis, S3). */
+  readiness?: () => string[];
 } & AdminServices & ExportRouteServices & PinsRouteServices;
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -66,7 +71,11 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
   });
 
   app.get('/healthz', (c) => c.text('ok'));
-  app.get('/readyz', (c) => (svc.isReady() ? c.text('ready') : c.text('not ready', 503)));
+  // Ready even while Redis or S3 are down (the node then works alone): the lines after say so.
+  app.get('/readyz', (c) => {
+    const detail = svc.readiness?.() ?? [];
+    return svc.isReady() ? c.text(['ready', ...detail].join('\n')) : c.text(['not ready', ...detail].join('\n'), 503);
+  });
   app.get('/metrics', async (c) => {
     const m = svc.metricsText ? await svc.metricsText() : { text: await svc.metrics.registry.metrics(), contentType: svc.metrics.registry.contentType };
     return c.text(m.text, 200, { 'Content-Type': m.contentType });
@@ -74,6 +83,7 @@ export function createApp(svc: AppServices): Hono<AppEnv> {
 
   // Admin: one guard for every /admin route (loopback unless adminRemote, then the admin token).
   app.route('/admin', createAdminRoutes(svc));
+  if (svc.peer) app.route('/_gantry/peer', createPeerRoutes(svc.peer));
 
   const token = createTokenHandler(svc);
   app.get('/token', token);

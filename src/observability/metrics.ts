@@ -138,6 +138,19 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['direction'] as const,
       registers: [registry],
     }),
+    redisUp: new Gauge({ name: 'gantry_redis_up', help: '1 while the Redis the nodes coordinate through answers; 0 = this node works alone', registers: [registry] }),
+    leases: new Counter({
+      name: 'gantry_fill_leases_total',
+      help: 'Cluster fill leases: taken (this node downloads), peer (another node does; streamed from it), taken_over (a holder died; this node resumed its download)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    peerBytes: new Counter({
+      name: 'gantry_peer_bytes_total',
+      help: 'Blob bytes streamed between nodes: received (from a filling node) and sent (to other nodes)',
+      labelNames: ['direction'] as const,
+      registers: [registry],
+    }),
     sharedUp: new Gauge({ name: 'gantry_shared_tier_up', help: '1 while the shared tier (S3) answers, 0 while it is skipped after an error', registers: [registry] }),
   };
   return m;

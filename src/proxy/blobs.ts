@@ -8,6 +8,9 @@ import type { BlobWriter, ByteRange } from '../store/blob-store-api.ts';
 import { iterableSource, onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import { teeToShared, type SharedTier } from '../store/shared-tier.ts';
+import type { Coordinator, FillLease, LeaseHolder } from '../cluster/coordinator.ts';
+import { openPeerBlob } from '../cluster/peer-client.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlobResponse } from '../upstream/registry-api.ts';
 import type { TransferPriority } from '../upstream/rate-limiter.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
@@ -55,13 +58,20 @@ const HOT_BLOB_MAX_BYTES = 1024 * 1024;
  * A fill in flight. `priority` is what its upstream transfer asks the bandwidth limiters for: a
  * prefetch starts it as `background`, and the first client that joins makes it `client`.
  */
-type Running = { fill: Fill; restricted: boolean; priority: TransferPriority };
+type Running = { fill: Fill; restricted: boolean; priority: TransferPriority; lease?: { release(): Promise<void> } | undefined };
 /** A fill that started, or the upstream answer to stream through because the cache could not take it. */
 type Started = Running | { bypass: BlobResponse };
 /** Where a fill's bytes come from (see PullThroughBlobs.source). */
 type FillSource =
-  | { from: 'shared'; size: number; restricted: boolean; body: AsyncIterable<Uint8Array> }
-  | { from: 'upstream'; size: number | undefined; restricted: boolean; res: BlobResponse };
+  | { from: 'shared' | 'peer'; size: number; restricted: boolean; body: AsyncIterable<Uint8Array> }
+  | { from: 'upstream'; size: number | undefined; restricted: boolean; res: BlobResponse; lease: { release(): Promise<void> } | undefined };
+/** A blob missing here and in the shared tier: a peer's stream, or the upstream's answer (with this node's lease, if taken). */
+type ClusterSource =
+  | { from: 'peer'; holder: LeaseHolder; size: number; body: AsyncIterable<Uint8Array> }
+  | { from: 'upstream'; res: BlobResponse; lease: { release(): Promise<void> } | undefined };
+/** How long a follower waits for a dead lease holder's lease to expire before it downloads alone (the lease lives 6 s). */
+const LEASE_WAIT_MS = 8_000;
+const LEASE_POLL_MS = 250;
 /** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
 type Inflight = Running | undefined;
 
@@ -88,6 +98,8 @@ export type PullThroughBlobsOptions = {
   diskErrorBackoffMs: number;
   /** Content shared with other nodes (S3), looked in before the upstream; none for a node alone. */
   shared?: SharedTier | undefined;
+  /** The nodes sharing a cache: one download per blob for all of them (cluster/); none for a node alone. */
+  cluster?: { coordinator: Coordinator; peerToken: string } | undefined;
 };
 
 /**
@@ -201,6 +213,24 @@ export class PullThroughBlobs {
     };
   }
 
+  /**
+   * For another node (http/peer-routes.ts): this node's bytes of a blob it is downloading or has,
+   * whatever the range. Never starts a download and never checks access: the asking node checks
+   * its own client, as for any restricted content. Undefined when this node has neither, or the
+   * download's size is unknown (no Content-Length upstream).
+   */
+  async forPeer(digest: Digest): Promise<{ size: number; open(range: ByteRange): Promise<ChunkSource | undefined> } | undefined> {
+    const pending = this.inflight.get(digest);
+    const running = pending ? await pending.catch(() => undefined) : undefined;
+    const fill = running?.fill;
+    if (fill && fill.state !== 'failed' && fill.expectedSize !== undefined) {
+      return { size: fill.expectedSize, open: async (range) => fill.openSource(range.start, range.end) };
+    }
+    const entry = this.opts.cache.peek(digest);
+    if (!entry) return undefined;
+    return { size: entry.size, open: async (range) => (await this.opts.cache.open(digest, range))?.source };
+  }
+
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */
   async head(req: BlobRequest): Promise<{ size: number | undefined; result: CacheResult }> {
     const entry = await this.opts.cache.stat(req.digest);
@@ -269,26 +299,36 @@ export class PullThroughBlobs {
       } catch (err) {
         // Can't even start writing: stream this one through and stop trying for a while.
         this.diskTrouble(err);
-        return { bypass: source.from === 'upstream' ? source.res : await this.bypassShared(req, source.body) };
+        if (source.from !== 'upstream') return { bypass: await this.bypassOther(req, source.body) };
+        void source.lease?.release();
+        return { bypass: source.res };
       }
-      // Fetched upstream: the shared tier gets a copy, published once the local commit verified it.
-      if (source.from === 'upstream' && this.opts.shared) writer = teeToShared(writer, this.opts.shared.upload(req.digest, source.size, { restricted, mediaType: 'application/octet-stream' }));
+      // Fetched upstream: the shared tier gets a copy, published once the local commit verified it;
+      // the cluster's lease is held until then, so no node goes upstream for it in between.
+      let published: Promise<void> | undefined;
+      if (source.from === 'upstream' && this.opts.shared) {
+        const upload = this.opts.shared.upload(req.digest, source.size, { restricted, mediaType: 'application/octet-stream' });
+        writer = teeToShared(writer, upload, (p) => {
+          published = p;
+        });
+      }
       const fill = new Fill({
         digest: req.digest,
         expectedSize: source.size,
         writer,
         openCommitted: async (range) => (await cache.open(req.digest, range))?.source,
       });
+      const running: Running = { fill, restricted, priority, lease: source.from === 'upstream' ? source.lease : undefined };
       metrics.inflightFills.inc();
       const started = performance.now();
       handedOver = true;
-      const running: Running = { fill, restricted, priority };
       void fill.run(this.fillBody(req, source, signal, running)).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
+        void (published ?? Promise.resolve()).finally(() => void running.lease?.release());
         metrics.inflightFills.dec();
         metrics.fills.inc({ outcome });
-        const fields = { digest: req.digest, upstream: upstreamHost, repo: req.remoteName, bytes: fill.written, durationMs: Math.round(performance.now() - started) };
+        const fields = { digest: req.digest, upstream: upstreamHost, repo: req.remoteName, from: source.from, bytes: fill.written, durationMs: Math.round(performance.now() - started) };
         if (outcome === 'committed') {
           log.info(fields, 'blob fill committed');
           if (this.diskTroubleUntil > 0) this.diskRecovered();
@@ -304,30 +344,77 @@ export class PullThroughBlobs {
   }
 
   /**
-   * Where a fill's bytes come from: the shared tier when it has the blob (after the access check a
-   * restricted one needs, as for a local hit), else the upstream.
+   * Where a fill's bytes come from: the shared tier when it has the blob, else the node already
+   * downloading it for the cluster, else the upstream (under the cluster's lease when there is
+   * one). Restricted content from the tier or a peer is served only after the same access check
+   * a local hit gets.
    */
   private async source(req: BlobRequest, signal: AbortSignal): Promise<FillSource> {
     const shared = await this.opts.shared?.open(req.digest);
     if (shared) {
-      if (shared.meta.restricted) {
-        try {
-          await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
-        } catch (err) {
-          destroyBody(shared.body);
-          throw err;
-        }
-      }
+      await this.checkOrDrop(req, shared.meta.restricted, shared.body);
       return { from: 'shared', size: shared.size, restricted: shared.meta.restricted, body: shared.body };
     }
-    const res = await this.fetch(req, signal);
-    return { from: 'upstream', size: res.size, restricted: isClientOwned(req.auth), res };
+    const got = await this.clusterOrUpstream(req, isClientOwned(req.auth), 0, signal);
+    if (got.from === 'peer') {
+      await this.checkOrDrop(req, got.holder.restricted, got.body);
+      return { from: 'peer', size: got.size, restricted: got.holder.restricted, body: got.body };
+    }
+    return { from: 'upstream', size: got.res.size, restricted: isClientOwned(req.auth), res: got.res, lease: got.lease };
+  }
+
+  private async checkOrDrop(req: BlobRequest, restricted: boolean, body: AsyncIterable<Uint8Array>): Promise<void> {
+    if (!restricted) return;
+    try {
+      await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
+    } catch (err) {
+      destroyBody(body);
+      throw err;
+    }
+  }
+
+  /**
+   * Bytes from `offset` of a blob neither this node nor the shared tier has: streamed from the node
+   * holding the cluster's lease on it, or fetched upstream under a lease taken here. A holder that
+   * cannot be reached (killed mid-download) is waited out until its lease expires, so one node, not
+   * every follower, resumes the download upstream. Without a cluster: the upstream, as always.
+   */
+  private async clusterOrUpstream(req: BlobRequest, restricted: boolean, offset: number, signal: AbortSignal): Promise<ClusterSource> {
+    const cluster = this.opts.cluster;
+    const deadline = Date.now() + LEASE_WAIT_MS;
+    for (;;) {
+      const lease: FillLease = cluster ? await cluster.coordinator.fillLease(req.digest, restricted) : { kind: 'alone' };
+      if (lease.kind === 'peer' && cluster) {
+        const peer = await openPeerBlob(lease.holder.url, cluster.peerToken, req.digest, offset);
+        if (peer !== 'unreachable' && peer !== 'absent') {
+          const counted = countBytes(peer.body, (n) => this.opts.metrics.peerBytes.inc({ direction: 'received' }, n));
+          return { from: 'peer', holder: lease.holder, size: peer.size, body: withDestroy(counted, peer.body) };
+        }
+        if (peer === 'unreachable' && Date.now() < deadline) {
+          await sleep(LEASE_POLL_MS, undefined, { signal });
+          continue;
+        }
+      }
+      try {
+        const res = await this.fetch(req, signal, offset);
+        return { from: 'upstream', res, lease: lease.kind === 'mine' ? lease : undefined };
+      } catch (err) {
+        if (lease.kind === 'mine') await lease.release();
+        throw err;
+      }
+    }
   }
 
   /** The bytes a fill runs on: resumed from where they were cut (Range), upstream ones paced and counted. */
   private fillBody(req: BlobRequest, source: FillSource, signal: AbortSignal, running: Running): AsyncIterable<Uint8Array> {
     const { metrics, log, shared } = this.opts;
     const resumeOpts = { maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc() };
+    if (source.from === 'upstream') {
+      const upstreamHost = req.upstream.host;
+      const body = resumableBody(source.res.body, async (offset) => (await this.fetch(req, signal, offset)).body, resumeOpts);
+      const paced = req.upstream.throttle(body, () => running.priority);
+      return countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n));
+    }
     if (source.from === 'shared') {
       const body = resumableBody(source.body, async (offset) => {
         const rest = await shared?.open(req.digest, offset);
@@ -336,14 +423,23 @@ export class PullThroughBlobs {
       }, resumeOpts);
       return countBytes(body, (n) => metrics.sharedBytes.inc({ direction: 'read' }, n));
     }
-    const upstreamHost = req.upstream.host;
-    const body = resumableBody(source.res.body, async (offset) => (await this.fetch(req, signal, offset)).body, resumeOpts);
-    const paced = req.upstream.throttle(body, () => running.priority);
-    return countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n));
+    // From a peer: if it goes away mid-blob, the rest comes from whoever has it now (the shared
+    // tier, another node that took over) or from the upstream under a lease taken over here.
+    return resumableBody(source.body, async (offset) => {
+      const fromTier = await shared?.open(req.digest, offset);
+      if (fromTier) return fromTier.body;
+      const got = await this.clusterOrUpstream(req, running.restricted, offset, signal);
+      if (got.from === 'peer') return got.body;
+      if (got.lease) {
+        running.lease = got.lease;
+        metrics.leases.inc({ result: 'taken_over' });
+      }
+      return countBytes(got.res.body, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, n));
+    }, resumeOpts);
   }
 
-  /** The cache cannot take a blob the shared tier has: stream the upstream's copy through, as for any miss then. */
-  private async bypassShared(req: BlobRequest, body: AsyncIterable<Uint8Array>): Promise<BlobResponse> {
+  /** The cache cannot take a blob found in the shared tier or at a peer: stream the upstream's copy through, as for any miss then. */
+  private async bypassOther(req: BlobRequest, body: AsyncIterable<Uint8Array>): Promise<BlobResponse> {
     destroyBody(body);
     return this.fetch(req, undefined);
   }
@@ -392,6 +488,11 @@ async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => 
     add(chunk.length);
     yield chunk;
   }
+}
+
+/** A wrapped body that can still be let go of (destroying the stream it reads). */
+function withDestroy(body: AsyncIterable<Uint8Array>, inner: { destroy(): unknown }): AsyncIterable<Uint8Array> & { destroy(): void } {
+  return Object.assign(body, { destroy: () => void inner.destroy() });
 }
 
 /** Let go of a body that will not be read (its connection goes back or closes). */

@@ -166,6 +166,10 @@ export class S3Tier implements SharedTier {
     return `${this.prefix}blobs/${digest.slice(0, colon)}/${digest.slice(colon + 1)}`;
   }
 
+  get up(): boolean {
+    return !this.down;
+  }
+
   private isDown(): boolean {
     return this.down;
   }

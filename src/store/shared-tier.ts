@@ -18,6 +18,8 @@ export type SharedObject = { size: number; meta: SharedMeta; body: AsyncIterable
  * optimisation: when it cannot be reached, every call says "not there" and the node works alone.
  */
 export interface SharedTier {
+  /** False while the tier is skipped after an error (until it answers again). */
+  readonly up: boolean;
   /**
    * The object's bytes from `offset`; undefined when the tier does not have it, or cannot be asked
    * now (it is down: logged and counted there). Never rejects.

@@ -1,0 +1,157 @@
+// Several Gantry nodes, one cache (issue 14): three nodes in this process with their own disks, a
+// real Redis for their leases, a real S3-compatible store (Swift s3api) for the shared tier, and a
+// real Distribution registry behind a counting, throttling forwarder as the upstream.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { request } from 'undici';
+import { pushBlob, randomBlob, type Blob } from '../fixtures/images.ts';
+import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
+import { getFreePort } from '../helpers/free-port.ts';
+import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.ts';
+import { s3ClientFor, startS3Server, type S3Server } from '../helpers/s3-server.ts';
+import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+
+const MiB = 1024 * 1024;
+const PEER_TOKEN = 'test-peer-secret-0123456789';
+const savedEnv = { ...process.env };
+
+let s3: S3Server;
+let redis: RedisServer;
+let origin: UpstreamRegistry;
+let fwd: CountingForwarder;
+const nodes: Mirror[] = [];
+
+before(async () => {
+  [s3, redis, origin] = await Promise.all([startS3Server(), startRedisServer(), startUpstreamRegistry({ storage: 'filesystem' })]);
+  const client = s3ClientFor(s3);
+  await client.send(new CreateBucketCommand({ Bucket: 'cluster' }));
+  client.destroy();
+  Object.assign(process.env, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region });
+  // 25 MB/s: the issue's uplink, so a 100 MiB fill takes ~4 s and every follower joins mid-fill.
+  fwd = await startCountingForwarder({ target: origin.url, bytesPerSecond: 25_000_000 });
+});
+
+after(async () => {
+  for (const n of nodes) await n.destroy().catch(() => undefined);
+  await fwd?.stop();
+  await origin?.stop();
+  await redis?.stop();
+  await s3?.stop();
+  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']) if (savedEnv[k] === undefined) delete process.env[k];
+});
+
+/** A node on a port chosen first, since the other nodes reach it at its advertised URL. */
+async function startNode(name: string, opts: { s3?: boolean } = {}): Promise<Mirror> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await getFreePort();
+    try {
+      const node = await startMirror({
+        listen: `127.0.0.1:${port}`,
+        upstreams: [{ host: 'docker.io', url: fwd.url }],
+        cluster: { nodeId: name, advertiseUrl: `http://127.0.0.1:${port}`, peerToken: PEER_TOKEN, redis: { url: redis.url } },
+        ...(opts.s3 === false ? {} : { storage: { s3: { endpoint: s3.endpoint, region: s3.region, bucket: 'cluster', forcePathStyle: true } } }),
+      });
+      nodes.push(node);
+      return node;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 3) throw err;
+    }
+  }
+}
+
+type Pull = { node: string; status: number; digestOk: boolean; bytes: number; firstByteAt: number; endAt: number };
+
+/** One client's GET of a blob: status, sha256 of the body, when its first byte and its end came. */
+async function pull(node: Mirror, name: string, blob: Blob): Promise<Pull> {
+  const res = await request(`${node.url}/v2/team/app/blobs/${blob.digest}`, { headersTimeout: 60_000, bodyTimeout: 60_000 });
+  const h = createHash('sha256');
+  let bytes = 0;
+  let firstByteAt = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    firstByteAt ||= performance.now();
+    h.update(chunk);
+    bytes += chunk.length;
+  }
+  return { node: name, status: res.statusCode, digestOk: `sha256:${h.digest('hex')}` === blob.digest, bytes, firstByteAt, endAt: performance.now() };
+}
+
+describe('one fill per cluster', () => {
+  test('3 nodes x 20 clients on one cold 100 MiB blob: one upstream GET, 60 bodies that hash right, every first byte before the fill completes', async () => {
+    const [a, b, c] = [await startNode('a'), await startNode('b'), await startNode('c')];
+    const blob = randomBlob(100 * MiB, 'cluster-100');
+    await pushBlob(origin.url, 'team/app', blob);
+    const byName = { a, b, c };
+    // Node a starts the download; the others' clients arrive while it runs.
+    const first = pull(a, 'a', blob);
+    await waitFor('the download to start', () => fwd.count({ method: 'GET', pathIncludes: blob.digest }) === 1, { timeoutMs: 10_000 });
+    // When the upstream finished sending: the fill completes only after that.
+    const upstreamDone = waitFor('the upstream body to end', () => fwd.requests.find((r) => r.method === 'GET' && r.path.includes(blob.digest))?.done && performance.now(), { timeoutMs: 60_000, intervalMs: 10 });
+    const rest = (['a', 'b', 'c'] as const).flatMap((name) => Array.from({ length: name === 'a' ? 19 : 20 }, () => pull(byName[name], name, blob)));
+    const pulls = await Promise.all([first, ...rest]);
+    const fillEnd = await upstreamDone;
+    for (const p of pulls) {
+      assert.equal(p.status, 200, `node ${p.node}`);
+      assert.equal(p.bytes, blob.bytes.length, `node ${p.node}: whole body`);
+      assert.ok(p.digestOk, `node ${p.node}: body hashes to the digest`);
+      assert.ok(p.firstByteAt < fillEnd, `node ${p.node}: first byte before the download completed`);
+    }
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: blob.digest }), 1, 'one upstream GET for the whole cluster');
+    assert.equal(await metricValue(a.url, 'gantry_fill_leases_total', { result: 'taken' }), 1);
+    for (const n of [b, c]) {
+      assert.equal(await metricValue(n.url, 'gantry_fill_leases_total', { result: 'peer' }), 1);
+      assert.equal(await metricValue(n.url, 'gantry_peer_bytes_total', { direction: 'received' }), blob.bytes.length);
+    }
+    assert.equal(await metricValue(a.url, 'gantry_peer_bytes_total', { direction: 'sent' }), 2 * blob.bytes.length);
+  });
+
+  test('the peer endpoint serves nobody without the peer secret', async () => {
+    const node = nodes[0] ?? (await startNode('d'));
+    const digest = `sha256:${'a'.repeat(64)}`;
+    for (const authorization of [undefined, 'Bearer wrong-secret-of-some-length', `Basic ${Buffer.from(`x:${PEER_TOKEN}`).toString('base64')}`]) {
+      const res = await request(`${node.url}/_gantry/peer/blobs/${digest}`, { headers: authorization ? { authorization } : {} });
+      const body = (await res.body.json()) as { errors: Array<{ code: string }> };
+      assert.equal(res.statusCode, 401);
+      assert.equal(body.errors[0]?.code, 'UNAUTHORIZED');
+    }
+    const bad = await request(`${node.url}/_gantry/peer/blobs/not-a-digest`, { headers: { authorization: `Bearer ${PEER_TOKEN}` } });
+    assert.equal(bad.statusCode, 400);
+    await bad.body.dump();
+    const unknown = await request(`${node.url}/_gantry/peer/blobs/${digest}`, { headers: { authorization: `Bearer ${PEER_TOKEN}` } });
+    assert.equal(unknown.statusCode, 404, 'never starts a download for a peer');
+    await unknown.body.dump();
+    assert.equal(fwd.count({ pathIncludes: digest }), 0);
+  });
+
+  test('Redis stopped: every node keeps serving alone and says so; once it is back, fills are shared again', async () => {
+    const [a, b] = [await startNode('ra', { s3: false }), await startNode('rb', { s3: false })];
+    const during = randomBlob(4 * MiB, 'cluster-redis-down');
+    const afterwards = randomBlob(20 * MiB, 'cluster-redis-back');
+    for (const bl of [during, afterwards]) await pushBlob(origin.url, 'team/app', bl);
+    await redis.halt();
+    try {
+      await waitFor('both nodes to see Redis gone', async () => (await metricValue(a.url, 'gantry_redis_up')) === 0 && (await metricValue(b.url, 'gantry_redis_up')) === 0, { timeoutMs: 10_000, intervalMs: 50 });
+      const ready = await request(`${a.url}/readyz`);
+      assert.equal(ready.statusCode, 200, 'still ready: it works alone');
+      assert.match(await ready.body.text(), /redis: down/);
+      for (const [n, name] of [[a, 'ra'], [b, 'rb']] as const) {
+        const p = await pull(n, name, during);
+        assert.equal(p.status, 200);
+        assert.ok(p.digestOk);
+      }
+      assert.equal(fwd.count({ method: 'GET', pathIncludes: during.digest }), 2, 'alone, each node fetched it itself');
+    } finally {
+      await redis.resume();
+    }
+    await waitFor('both nodes to rejoin', async () => (await metricValue(a.url, 'gantry_redis_up')) === 1 && (await metricValue(b.url, 'gantry_redis_up')) === 1, { timeoutMs: 15_000, intervalMs: 100 });
+    const first = pull(a, 'ra', afterwards);
+    await waitFor('the download to start', () => fwd.count({ method: 'GET', pathIncludes: afterwards.digest }) === 1, { timeoutMs: 10_000 });
+    const [pa, pb] = await Promise.all([first, pull(b, 'rb', afterwards)]);
+    assert.ok(pa.digestOk && pb.digestOk);
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: afterwards.digest }), 1, 'shared again: one upstream GET');
+    assert.match(await (await request(`${a.url}/readyz`)).body.text(), /redis: up/);
+  });
+});
