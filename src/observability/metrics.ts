@@ -128,7 +128,7 @@ export function createMetrics(registry = new Registry()) {
     evictedBytes: new Counter({ name: 'gantry_evicted_bytes_total', help: 'Bytes evicted', registers: [registry] }),
     sharedRequests: new Counter({
       name: 'gantry_shared_tier_requests_total',
-      help: 'Shared tier (S3) operations by result: open hit/miss/error, upload done/aborted/dropped/error, put done/error',
+      help: 'Shared tier (S3) operations by result: open hit/miss/error, upload done/aborted/dropped/error/leftover_aborted (another node\'s unfinished upload of a completed object), put done/error',
       labelNames: ['op', 'result'] as const,
       registers: [registry],
     }),

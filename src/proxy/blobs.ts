@@ -72,6 +72,8 @@ type ClusterSource =
 /** How long a follower waits for a dead lease holder's lease to expire before it downloads alone (the lease lives 6 s). */
 const LEASE_WAIT_MS = 8_000;
 const LEASE_POLL_MS = 250;
+/** Reads of a local copy being published to the shared tier. */
+const PUBLISH_CHUNK_BYTES = 1024 * 1024;
 /** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
 type Inflight = Running | undefined;
 
@@ -325,6 +327,9 @@ export class PullThroughBlobs {
       void fill.run(this.fillBody(req, source, signal, running)).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
+        // A download this node took over from a dead holder reached it partly through a peer:
+        // the shared tier gets it from the verified local copy instead.
+        if (outcome === 'committed' && source.from === 'peer' && running.lease) published = this.publishLocal(req.digest, restricted);
         void (published ?? Promise.resolve()).finally(() => void running.lease?.release());
         metrics.inflightFills.dec();
         metrics.fills.inc({ outcome });
@@ -436,6 +441,25 @@ export class PullThroughBlobs {
       }
       return countBytes(got.res.body, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, n));
     }, resumeOpts);
+  }
+
+  /** Copy a committed local blob to the shared tier (verified already: it is committed). */
+  private async publishLocal(digest: Digest, restricted: boolean): Promise<void> {
+    const shared = this.opts.shared;
+    const local = await this.opts.cache.open(digest).catch(() => undefined);
+    if (!shared || !local) return;
+    const upload = shared.upload(digest, local.size, { restricted, mediaType: 'application/octet-stream' });
+    const buf = Buffer.allocUnsafe(PUBLISH_CHUNK_BYTES);
+    try {
+      for (let chunk = await local.source.read(buf); chunk; chunk = await local.source.read(buf)) await upload.write([Buffer.from(chunk)]);
+    } catch (err) {
+      this.opts.log.warn({ digest, err: (err as Error).message }, 'could not read the local copy for the shared tier');
+      await upload.abort();
+      return;
+    } finally {
+      local.source.close();
+    }
+    await upload.complete();
   }
 
   /** The cache cannot take a blob found in the shared tier or at a peer: stream the upstream's copy through, as for any miss then. */

@@ -1,4 +1,4 @@
-import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client, type GetObjectCommandOutput } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, GetObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, PutObjectCommand, S3Client, type GetObjectCommandOutput } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
@@ -151,6 +151,25 @@ export class S3Tier implements SharedTier {
     this.metrics.sharedRequests.inc({ op: 'upload', result });
   }
 
+  /**
+   * @internal for S3Upload: once an object is complete, other uploads of the same key are leftovers
+   * (a node killed mid-download leaves its parts behind): abort them, so nothing partial stays in
+   * the bucket. One still running elsewhere only loses a copy of bytes that are already there.
+   */
+  async dropLeftovers(digest: Digest): Promise<void> {
+    const key = this.keyOf(digest);
+    try {
+      const listed = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }));
+      for (const u of listed.Uploads ?? []) {
+        if (u.Key !== key || u.UploadId === undefined) continue;
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: u.UploadId }));
+        this.metrics.sharedRequests.inc({ op: 'upload', result: 'leftover_aborted' });
+      }
+    } catch (err) {
+      this.log.warn({ digest, err: describe(err) }, 'could not clear leftover uploads of a completed object');
+    }
+  }
+
   /** @internal for S3Upload */
   dropped(digest: Digest, why: string): void {
     this.metrics.sharedRequests.inc({ op: 'upload', result: 'dropped' });
@@ -264,7 +283,9 @@ class S3Upload implements SharedUpload {
     this.stream.end();
     await this.finished;
     // A failure while completing is S3's: the blob stays local only.
-    this.tier.uploadEnded(this.state === 'completing' ? 'done' : 'error', this.bytes, this.failure);
+    const done = this.state === 'completing';
+    this.tier.uploadEnded(done ? 'done' : 'error', this.bytes, this.failure);
+    if (done) await this.tier.dropLeftovers(this.digest);
   }
 
   async abort(): Promise<void> {

@@ -15,16 +15,22 @@ export type GantryProcess = {
 /**
  * Run Gantry as a real process (`bin/gantry`), so tests can kill -9 it.
  * Resolves once /healthz answers; bounded by a deadline. `logFile` collects stdout (the logs) and stderr.
+ * `env` may depend on the port chosen (a cluster node advertises its own URL).
  */
-export async function startGantryProcess(env: Record<string, string>, args: string[] = [], opts: { logFile?: string } = {}): Promise<GantryProcess> {
+export async function startGantryProcess(
+  env: Record<string, string> | ((port: number) => Record<string, string>),
+  args: string[] = [],
+  opts: { logFile?: string } = {},
+): Promise<GantryProcess> {
   const { url, proc } = await onFreePort(async (port) => {
+    const extra = typeof env === 'function' ? env(port) : env;
     const url = `http://127.0.0.1:${port}`;
     const proc = await startSupervisedChild({
       name: 'gantry',
       // bin/gantry, as npm start and deploy/ launch it, with this process's Node.
       command: 'bin/gantry',
       args,
-      env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, GANTRY_NODE: process.execPath, GANTRY_LISTEN: `127.0.0.1:${port}`, GANTRY_LOG_LEVEL: 'warn', ...extra },
       // Gantry logs to stdout: with a logFile, both streams go there for the test to read; else only stderr is kept.
       ...(opts.logFile !== undefined ? { logFile: opts.logFile } : { capture: 'stderr' as const }),
       ready: () => answers(`${url}/healthz`, (s) => s >= 200 && s < 300),

@@ -4,11 +4,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
 import { pushBlob, randomBlob, type Blob } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { getFreePort } from '../helpers/free-port.ts';
+import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
 import { metricValue, startMirror, type Mirror } from '../helpers/mirror.ts';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.ts';
 import { s3ClientFor, startS3Server, type S3Server } from '../helpers/s3-server.ts';
@@ -23,9 +27,12 @@ let s3: S3Server;
 let redis: RedisServer;
 let origin: UpstreamRegistry;
 let fwd: CountingForwarder;
+let tmp: string;
 const nodes: Mirror[] = [];
+const processes: GantryProcess[] = [];
 
 before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'gantry-cluster-'));
   [s3, redis, origin] = await Promise.all([startS3Server(), startRedisServer(), startUpstreamRegistry({ storage: 'filesystem' })]);
   const client = s3ClientFor(s3);
   await client.send(new CreateBucketCommand({ Bucket: 'cluster' }));
@@ -37,11 +44,13 @@ before(async () => {
 
 after(async () => {
   for (const n of nodes) await n.destroy().catch(() => undefined);
+  for (const p of processes) await p.kill('SIGKILL').catch(() => undefined);
   await fwd?.stop();
   await origin?.stop();
   await redis?.stop();
   await s3?.stop();
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']) if (savedEnv[k] === undefined) delete process.env[k];
+  if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
 /** A node on a port chosen first, since the other nodes reach it at its advertised URL. */
@@ -153,5 +162,68 @@ describe('one fill per cluster', () => {
     assert.ok(pa.digestOk && pb.digestOk);
     assert.equal(fwd.count({ method: 'GET', pathIncludes: afterwards.digest }), 1, 'shared again: one upstream GET');
     assert.match(await (await request(`${a.url}/readyz`)).body.text(), /redis: up/);
+  });
+
+  test('the filling node killed (-9) at 30%: the other nodes\' clients end with the right bytes, one node resumes with Range, nothing partial in S3', async () => {
+    const s3Env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region };
+    const start = (name: string): Promise<GantryProcess> =>
+      startGantryProcess((port) => ({
+        ...s3Env,
+        GANTRY_UPSTREAM_URL: fwd.url, GANTRY_WORKERS: '0', GANTRY_CACHE_DIR: join(tmp, `${name}-${port}`),
+        GANTRY_NODE_ID: name, GANTRY_ADVERTISE_URL: `http://127.0.0.1:${port}`, GANTRY_PEER_TOKEN: PEER_TOKEN, GANTRY_REDIS_URL: redis.url,
+        GANTRY_S3_ENDPOINT: s3.endpoint, GANTRY_S3_REGION: s3.region, GANTRY_S3_BUCKET: 'cluster', GANTRY_S3_FORCE_PATH_STYLE: 'true',
+      }));
+    const [ka, kb, kc] = await Promise.all([start('ka'), start('kb'), start('kc')]);
+    processes.push(ka, kb, kc);
+    const blob = randomBlob(100 * MiB, 'cluster-kill');
+    await pushBlob(origin.url, 'team/app', blob);
+    const pullFrom = async (url: string, name: string): Promise<Pull | { node: string; error: string }> => {
+      try {
+        return await pull({ url } as Mirror, name, blob);
+      } catch (err) {
+        return { node: name, error: (err as Error).message };
+      }
+    };
+    const onA = pullFrom(ka.url, 'ka');
+    await waitFor('node ka to download', () => fwd.count({ method: 'GET', pathIncludes: blob.digest }) === 1, { timeoutMs: 10_000 });
+    const followers = [...Array.from({ length: 3 }, () => pullFrom(kb.url, 'kb')), ...Array.from({ length: 3 }, () => pullFrom(kc.url, 'kc'))];
+    const download = fwd.requests.find((r) => r.method === 'GET' && r.path.includes(blob.digest));
+    await waitFor('30% of the blob upstream', () => (download?.bytes ?? 0) >= 0.3 * blob.bytes.length, { timeoutMs: 30_000, intervalMs: 10 });
+    await ka.kill('SIGKILL');
+    const results = await Promise.all(followers);
+    await onA;
+    for (const r of results) {
+      // Right bytes, or a clean cut (an error), never a wrong or short body served as complete.
+      if ('error' in r) continue;
+      assert.equal(r.status, 200, `node ${r.node}`);
+      assert.equal(r.bytes, blob.bytes.length, `node ${r.node}: a complete body`);
+      assert.ok(r.digestOk, `node ${r.node}: the right bytes`);
+    }
+    assert.ok(results.filter((r) => !('error' in r)).length === 6, `every follower finishes: ${JSON.stringify(results.map((r) => ('error' in r ? r.error : 'ok')))}`);
+    const gets = fwd.requests.filter((r) => r.method === 'GET' && r.path.includes(blob.digest));
+    const ranged = gets.filter((r) => typeof r.headers['range'] === 'string');
+    assert.ok(gets.length - ranged.length === 1 && ranged.length === 1, `one download and one Range resume upstream (${gets.length} GETs, ${ranged.length} with Range)`);
+    const takenOver = (await metricValue(kb.url, 'gantry_fill_leases_total', { result: 'taken_over' })) + (await metricValue(kc.url, 'gantry_fill_leases_total', { result: 'taken_over' }));
+    assert.equal(takenOver, 1, 'one node took the lease over');
+    // A later pull is right, and S3 holds the complete object and no unfinished upload.
+    const later = await pull({ url: kb.url } as Mirror, 'kb', blob);
+    assert.ok(later.digestOk);
+    const client = s3ClientFor(s3);
+    try {
+      await waitFor('the object in S3', async () => {
+        try {
+          const head = await client.send(new HeadObjectCommand({ Bucket: 'cluster', Key: `blobs/${blob.digest.replace(':', '/')}` }));
+          return head.ContentLength === blob.bytes.length;
+        } catch {
+          return false;
+        }
+      }, { timeoutMs: 20_000, intervalMs: 200 });
+      await waitFor('no unfinished upload of it', async () => {
+        const up = await client.send(new ListMultipartUploadsCommand({ Bucket: 'cluster', Prefix: `blobs/${blob.digest.replace(':', '/')}` }));
+        return (up.Uploads ?? []).length === 0;
+      }, { timeoutMs: 10_000, intervalMs: 200 });
+    } finally {
+      client.destroy();
+    }
   });
 });
