@@ -18,13 +18,14 @@ import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { S3Tier } from './store/s3-tier.ts';
 import { Coordinator } from './cluster/coordinator.ts';
+import { sealer } from './cluster/seal.ts';
 import { hostname } from 'node:os';
 import type { SharedTier } from './store/shared-tier.ts';
 import { importStream } from './transfer/import-stream.ts';
 import { PrefetchJobs } from './prefetch/jobs.ts';
 import { createLimiter, UpstreamClient } from './upstream/client.ts';
 import { Upstreams } from './upstream/upstreams.ts';
-import { GantryTokens } from './auth/gantry-tokens.ts';
+import { GantryTokens, type TokenStore } from './auth/gantry-tokens.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 
 /**
@@ -108,6 +109,12 @@ async function connectCluster(config: Config, deps: { metrics: Metrics; log: Log
 
 const REDIS_START_WAIT_MS = 3_000;
 
+/** Gantry's tokens in Redis for every node, sealed under the peer secret. */
+function tokenStore(cluster: { coordinator: Coordinator; peerToken: string }): TokenStore {
+  const { seal, open } = sealer(cluster.peerToken, 'tokens');
+  return { put: (n, v, ttl) => cluster.coordinator.put(n, v, ttl), get: (n) => cluster.coordinator.get(n), seal, open };
+}
+
 /** This node's name among the nodes sharing a cache. */
 export function nodeIdOf(config: Config): string {
   return config.cluster.nodeId ?? hostname();
@@ -174,7 +181,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     shared,
   });
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
-  const tokens = new GantryTokens(config.auth.tokenTtlSeconds);
+  const tokens = new GantryTokens(config.auth.tokenTtlSeconds, cluster ? tokenStore(cluster) : undefined);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
   const prefetch = new PrefetchJobs({ manifests, blobs, cache, store: cache.records('prefetch-jobs'), resolve: (ref) => upstreams.forImage(ref), metrics, log });
   await prefetch.load();

@@ -105,6 +105,29 @@ export class Coordinator {
     }
   }
 
+  /** Keep a value for the other nodes for `ttlMs`; false when Redis cannot take it now. */
+  async put(name: string, value: string, ttlMs: number): Promise<boolean> {
+    if (!this.up) return false;
+    try {
+      await this.redis.set(`${KEY_PREFIX}${name}`, value, 'PX', Math.max(1, Math.round(ttlMs)));
+      return true;
+    } catch (err) {
+      this.failed(err);
+      return false;
+    }
+  }
+
+  /** A value some node kept; undefined when there is none or Redis cannot be asked now. */
+  async get(name: string): Promise<string | undefined> {
+    if (!this.up) return undefined;
+    try {
+      return (await this.redis.get(`${KEY_PREFIX}${name}`)) ?? undefined;
+    } catch (err) {
+      this.failed(err);
+      return undefined;
+    }
+  }
+
   async close(): Promise<void> {
     for (const t of this.renewals) clearInterval(t);
     this.renewals.clear();

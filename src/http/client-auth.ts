@@ -27,7 +27,7 @@ export async function authenticate(c: Context<AppEnv>, svc: ClientAuthServices):
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
   if (bearer !== undefined) {
     if (GantryTokens.isOurs(bearer)) {
-      const cred = svc.tokens.lookup(bearer);
+      const cred = await svc.tokens.lookup(bearer);
       if (!cred) throw challengeError(c, svc, GANTRY_SERVICE, undefined, 'token expired or unknown', 'invalid_token');
       return cred;
     }

@@ -22,7 +22,7 @@ export function createTokenHandler(svc: ClientAuthServices & { upstreams: Upstre
     const req = await readTokenRequest(c);
     let cred: ClientCredential;
     if (req.refreshToken !== undefined) {
-      const found = svc.tokens.lookup(req.refreshToken);
+      const found = await svc.tokens.lookup(req.refreshToken);
       if (!found) throw new RegistryError('UNAUTHORIZED', { message: 'invalid refresh token' });
       cred = found;
     } else if (req.username === undefined) {
@@ -35,14 +35,14 @@ export function createTokenHandler(svc: ClientAuthServices & { upstreams: Upstre
       cred = { kind: 'basic', header: basicHeader(req.username, req.password ?? ''), username: req.username };
       await checkUpstreamLogin(svc.upstreams, cred, { service: req.service, scopes: req.scopes });
     }
-    const token = svc.tokens.issue(cred);
+    const token = await svc.tokens.issue(cred);
     const body: Record<string, unknown> = {
       token,
       access_token: token,
       expires_in: svc.tokens.ttlSeconds,
       issued_at: new Date().toISOString(),
     };
-    if (req.wantRefresh && cred.kind !== 'none') body['refresh_token'] = svc.tokens.issue(cred, REFRESH_TOKEN_TTL_S);
+    if (req.wantRefresh && cred.kind !== 'none') body['refresh_token'] = await svc.tokens.issue(cred, REFRESH_TOKEN_TTL_S);
     c.get('log')().info({ service: req.service, scopes: req.scopes, account: req.username, kind: cred.kind, cred: credentialKey(cred) }, 'token issued');
     return c.json(body);
   };

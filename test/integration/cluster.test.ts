@@ -27,26 +27,33 @@ let s3: S3Server;
 let redis: RedisServer;
 let origin: UpstreamRegistry;
 let fwd: CountingForwarder;
+let privateOrigin: UpstreamRegistry;
+let privFwd: CountingForwarder;
 let tmp: string;
+const ALICE = { username: 'alice', password: 'alice-pw' };
+const aliceBasic = `Basic ${Buffer.from('alice:alice-pw').toString('base64')}`;
 const nodes: Mirror[] = [];
 const processes: GantryProcess[] = [];
 
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'gantry-cluster-'));
-  [s3, redis, origin] = await Promise.all([startS3Server(), startRedisServer(), startUpstreamRegistry({ storage: 'filesystem' })]);
+  [s3, redis, origin, privateOrigin] = await Promise.all([startS3Server(), startRedisServer(), startUpstreamRegistry({ storage: 'filesystem' }), startUpstreamRegistry({ storage: 'filesystem', htpasswd: ALICE })]);
   const client = s3ClientFor(s3);
   await client.send(new CreateBucketCommand({ Bucket: 'cluster' }));
   client.destroy();
   Object.assign(process.env, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region });
   // 25 MB/s: the issue's uplink, so a 100 MiB fill takes ~4 s and every follower joins mid-fill.
   fwd = await startCountingForwarder({ target: origin.url, bytesPerSecond: 25_000_000 });
+  privFwd = await startCountingForwarder({ target: privateOrigin.url, bytesPerSecond: 25_000_000 });
 });
 
 after(async () => {
   for (const n of nodes) await n.destroy().catch(() => undefined);
   for (const p of processes) await p.kill('SIGKILL').catch(() => undefined);
   await fwd?.stop();
+  await privFwd?.stop();
   await origin?.stop();
+  await privateOrigin?.stop();
   await redis?.stop();
   await s3?.stop();
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']) if (savedEnv[k] === undefined) delete process.env[k];
@@ -60,7 +67,7 @@ async function startNode(name: string, opts: { s3?: boolean } = {}): Promise<Mir
     try {
       const node = await startMirror({
         listen: `127.0.0.1:${port}`,
-        upstreams: [{ host: 'docker.io', url: fwd.url }],
+        upstreams: [{ host: 'docker.io', url: fwd.url }, { host: 'private.internal:5000', url: privFwd.url, prefix: 'private' }],
         cluster: { nodeId: name, advertiseUrl: `http://127.0.0.1:${port}`, peerToken: PEER_TOKEN, redis: { url: redis.url } },
         ...(opts.s3 === false ? {} : { storage: { s3: { endpoint: s3.endpoint, region: s3.region, bucket: 'cluster', forcePathStyle: true } } }),
       });
@@ -225,5 +232,33 @@ describe('one fill per cluster', () => {
     } finally {
       client.destroy();
     }
+  });
+
+  test('a token issued by node A works on node B; restricted content A is downloading is refused to anonymous clients on B and streamed to the credential on B', async () => {
+    const [a, b] = [await startNode('ta', { s3: false }), await startNode('tb', { s3: false })];
+    const secret = randomBlob(50 * MiB, 'cluster-private');
+    await pushBlob(privateOrigin.url, 'private/app', secret, ALICE);
+    const tokenRes = await request(`${a.url}/token?service=private.internal:5000&scope=${encodeURIComponent('repository:private/private/app:pull')}`, { headers: { authorization: aliceBasic } });
+    assert.equal(tokenRes.statusCode, 200);
+    const { token } = (await tokenRes.body.json()) as { token: string };
+    const path = `/v2/private/private/app/blobs/${secret.digest}`;
+    const get = async (node: Mirror, authorization?: string): Promise<{ status: number; body: Buffer }> => {
+      const res = await request(`${node.url}${path}`, { headers: authorization ? { authorization } : {}, bodyTimeout: 60_000 });
+      return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) };
+    };
+    const onA = get(a, `Bearer ${token}`);
+    await waitFor('node ta to download', () => privFwd.count({ method: 'GET', pathIncludes: secret.digest }) === 1, { timeoutMs: 10_000 });
+    const anonymous = await get(b);
+    assert.equal(anonymous.status, 401, 'an anonymous client on another node is refused');
+    const forged = await get(b, 'Bearer gantry.not-a-token-anyone-issued');
+    assert.equal(forged.status, 401, 'an unknown token is refused');
+    const viaB = await get(b, `Bearer ${token}`);
+    assert.equal(viaB.status, 200, "node A's token accepted by node B");
+    assert.ok(viaB.body.equals(secret.bytes));
+    assert.ok((await onA).body.equals(secret.bytes));
+    assert.equal(privFwd.count({ method: 'GET', pathIncludes: secret.digest }), 1, 'node B streamed it from node A');
+    // Both of node B's requests found node A downloading it; the anonymous one was refused there.
+    assert.equal(await metricValue(b.url, 'gantry_fill_leases_total', { result: 'peer' }), 2);
+    assert.ok(privFwd.count({ method: 'HEAD', pathIncludes: secret.digest }) >= 2, "node B asked the upstream about each of its clients");
   });
 });
