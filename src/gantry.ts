@@ -163,7 +163,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   });
   const cluster = await connectCluster(config, { metrics, log });
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
-  const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log });
+  const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log, records: cluster?.coordinator });
   const blobs = new PullThroughBlobs({
     cache, guard, metrics, log,
     fillTimeoutMs: config.cacheWriteTimeoutMs,
@@ -179,6 +179,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
     tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
     shared,
+    records: cluster?.coordinator,
   });
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds, cluster ? tokenStore(cluster) : undefined);

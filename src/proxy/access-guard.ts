@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { SharedRecords } from '../cluster/shared-records.ts';
 import { credentialKey, type ClientCredential } from '../auth/credentials.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
@@ -26,14 +28,19 @@ export class AccessGuard {
   private readonly metrics: Metrics;
   private readonly log: Logger;
 
-  constructor(opts: { ttlSeconds: number; failClosed: boolean; metrics: Metrics; log: Logger }) {
+  private readonly records: SharedRecords | undefined;
+  private readonly ttlMs: number;
+
+  constructor(opts: { ttlSeconds: number; failClosed: boolean; metrics: Metrics; log: Logger; records?: SharedRecords | undefined }) {
+    this.records = opts.records;
+    this.ttlMs = Math.max(1, opts.ttlSeconds) * 1000;
     this.failClosed = opts.failClosed;
     this.metrics = opts.metrics;
     this.log = opts.log;
     this.memo = new LRUCache<string, boolean, CheckContext>({
       max: 50_000,
-      ttl: Math.max(1, opts.ttlSeconds) * 1000,
-      fetchMethod: async (_key, _stale, { context }) => this.ask(context),
+      ttl: this.ttlMs,
+      fetchMethod: async (key, _stale, { context }) => this.askOnce(key, context),
     });
   }
 
@@ -60,6 +67,16 @@ export class AccessGuard {
     if (allowed) return;
     if (cred.kind === 'none' || cred.kind === 'user') throw new RegistryError('UNAUTHORIZED');
     throw new RegistryError('DENIED');
+  }
+
+  /** The upstream's answer, unless another node had it asked within the TTL (shared records). */
+  private async askOnce(key: string, context: CheckContext): Promise<boolean> {
+    const name = `access:${createHash('sha256').update(key).digest('base64url')}`;
+    const known = await this.records?.get(name);
+    if (known === '1' || known === '0') return known === '1';
+    const allowed = await this.ask(context);
+    await this.records?.put(name, allowed ? '1' : '0', this.ttlMs);
+    return allowed;
   }
 
   private async ask({ upstream, repo, probe, cred }: CheckContext): Promise<boolean> {

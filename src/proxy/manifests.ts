@@ -6,6 +6,7 @@ import type { Reference } from '../oci/reference.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { SharedTier } from '../store/shared-tier.ts';
+import type { SharedRecords } from '../cluster/shared-records.ts';
 import type { ContentCache } from '../store/content-cache.ts';
 import type { TagEntry } from '../store/index-store.ts';
 import { readBounded } from '../upstream/read-body.ts';
@@ -51,6 +52,7 @@ export class PullThroughManifests {
   private readonly inflight = new Map<string, Promise<ManifestResult>>();
   private readonly guard: AccessGuard;
   private readonly shared: SharedTier | undefined;
+  private readonly records: SharedRecords | undefined;
   private readonly now: () => number;
 
   constructor(opts: {
@@ -64,8 +66,11 @@ export class PullThroughManifests {
     now?: () => number;
     /** Manifests shared with other nodes (S3), by digest; none for a node alone. */
     shared?: SharedTier | undefined;
+    /** Tag records shared with other nodes (Redis), so a tag revalidated on one is fresh on all. */
+    records?: SharedRecords | undefined;
   }) {
     this.shared = opts.shared;
+    this.records = opts.records;
     this.now = opts.now ?? Date.now;
     this.cache = opts.cache;
     this.guard = opts.guard;
@@ -83,10 +88,10 @@ export class PullThroughManifests {
       return this.coalesced(req, async () => (await this.fromShared(req, digest)) ?? this.fetch(req, undefined));
     }
     const tag = req.reference.tag;
-    const entry = await this.cache.getTag(req.upstream.host, req.remoteName, tag);
+    const entry = await this.tagEntry(req, tag);
     // A HEAD needs only the tag record (dockerd and containerd HEAD the tag, then GET by digest);
-    // a GET needs the manifest bytes too.
-    const usable = entry && (req.headOnly || this.cache.peek(entry.digest)) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
+    // a GET needs the manifest bytes too, here or in the shared tier.
+    const usable = entry && (req.headOnly || this.cache.peek(entry.digest) || this.shared) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
     if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
     if (usable.restricted) await this.checkTag(req, usable);
     if (this.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
@@ -100,14 +105,36 @@ export class PullThroughManifests {
   /** What a tag record can answer: its metadata for a HEAD, the cached manifest for a GET. */
   private async fromEntry(req: ManifestRequest, entry: TagEntry): Promise<Omit<ManifestResult, 'result'> | undefined> {
     if (req.headOnly) return { digest: entry.digest, mediaType: entry.mediaType, size: entry.size, bytes: undefined };
-    return this.readLocal(req, entry.digest);
+    return (await this.readLocal(req, entry.digest)) ?? (await this.fromShared(req, entry.digest));
+  }
+
+  /**
+   * The tag's record: this node's, or, when that is missing or due for revalidation, a fresher
+   * one another node left in the shared records (it revalidated the tag since), kept here too.
+   */
+  private async tagEntry(req: ManifestRequest, tag: string): Promise<TagEntry | undefined> {
+    const host = req.upstream.host;
+    const local = await this.cache.getTag(host, req.remoteName, tag);
+    if (!this.records || (local && this.now() - local.checkedAt < this.tagTtlMs(host))) return local;
+    const shared = parseTagEntry(await this.records.get(tagRecordName(host, req.remoteName, tag)));
+    if (!shared || (local && local.checkedAt >= shared.checkedAt)) return local;
+    await this.cache.putTag(host, req.remoteName, tag, shared).catch((err: unknown) => this.log.error({ err, tag }, 'failed to cache tag'));
+    return shared;
+  }
+
+  /** Record a tag here and, for its TTL, for the other nodes. */
+  private async putTag(req: ManifestRequest, tag: string, entry: TagEntry): Promise<void> {
+    const host = req.upstream.host;
+    await this.cache.putTag(host, req.remoteName, tag, entry);
+    const ttlMs = this.tagTtlMs(host) - (this.now() - entry.checkedAt);
+    if (this.records && ttlMs > 0) await this.records.put(tagRecordName(host, req.remoteName, tag), JSON.stringify(entry), ttlMs);
   }
 
   /** A tag learned with a client's credential is only served after the upstream confirms this requester may see it. */
   private async checkTag(req: ManifestRequest, entry: TagEntry): Promise<void> {
     await this.guard.check(req.upstream, req.remoteName, { manifest: tagOf(req) }, req.auth);
     if (!isClientOwned(req.auth)) {
-      await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, restricted: false });
+      await this.putTag(req, tagOf(req), { ...entry, restricted: false });
     }
   }
 
@@ -133,7 +160,7 @@ export class PullThroughManifests {
     if (head.digest === entry.digest) {
       const local = await this.fromEntry(req, entry);
       if (local) {
-        await this.cache.putTag(req.upstream.host, req.remoteName, tagOf(req), { ...entry, checkedAt: this.now() });
+        await this.putTag(req, tagOf(req), { ...entry, checkedAt: this.now() });
         return { ...local, result: 'revalidated' };
       }
     }
@@ -175,8 +202,8 @@ export class PullThroughManifests {
       }
       if (req.reference.kind === 'tag') {
         // Remember tag -> digest so later HEADs within the TTL (and stale ones) need no upstream.
-        await this.cache
-          .putTag(req.upstream.host, req.remoteName, req.reference.tag, { digest, mediaType: contentType, size, checkedAt: this.now(), restricted: isClientOwned(req.auth) })
+        await this
+          .putTag(req, req.reference.tag, { digest, mediaType: contentType, size, checkedAt: this.now(), restricted: isClientOwned(req.auth) })
           .catch((err: unknown) => this.log.error({ err, digest }, 'failed to cache tag'));
       }
       return { digest, mediaType: contentType, size, bytes: undefined, result: 'miss' };
@@ -230,7 +257,7 @@ export class PullThroughManifests {
     try {
       await this.cache.ingestBytes(digest, bytes, { kind: 'manifest', mediaType, upstream: req.upstream.host, repo: req.remoteName, restricted });
       if (req.reference.kind === 'tag') {
-        await this.cache.putTag(req.upstream.host, req.remoteName, req.reference.tag, {
+        await this.putTag(req, req.reference.tag, {
           digest, mediaType, size: bytes.length, checkedAt: this.now(), restricted,
         });
       }
@@ -263,3 +290,18 @@ function upstreamAccept(accept: string[]): string {
   return accept.length > 0 ? accept.join(', ') : MANIFEST_ACCEPT;
 }
 
+function tagRecordName(host: string, repo: string, tag: string): string {
+  return `tag:${host}/${repo}:${tag}`;
+}
+
+/** A tag record another node wrote; undefined unless it has every field a TagEntry needs. */
+function parseTagEntry(raw: string | undefined): TagEntry | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const v = JSON.parse(raw) as Partial<TagEntry>;
+    if (typeof v.digest !== 'string' || typeof v.mediaType !== 'string' || typeof v.size !== 'number' || typeof v.checkedAt !== 'number') return undefined;
+    return { digest: parseDigest(v.digest), mediaType: v.mediaType, size: v.size, checkedAt: v.checkedAt, restricted: v.restricted === true };
+  } catch {
+    return undefined;
+  }
+}

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
-import { pushBlob, randomBlob, type Blob } from '../fixtures/images.ts';
+import { buildImage, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type Blob } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { getFreePort } from '../helpers/free-port.ts';
 import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
@@ -260,5 +260,47 @@ describe('one fill per cluster', () => {
     // Both of node B's requests found node A downloading it; the anonymous one was refused there.
     assert.equal(await metricValue(b.url, 'gantry_fill_leases_total', { result: 'peer' }), 2);
     assert.ok(privFwd.count({ method: 'HEAD', pathIncludes: secret.digest }) >= 2, "node B asked the upstream about each of its clients");
+  });
+
+  test('shared records: a tag fetched on node A is fresh on node B (no upstream tag request), and an access check made by one node is reused by another', async () => {
+    const [a, b] = [await startNode('sa'), await startNode('sb')];
+    const image = buildImage({ format: 'oci', seed: 'cluster-tag' });
+    await pushImage(origin.url, 'team/tagged', 'v1', image);
+    const tagPath = '/v2/team/tagged/manifests/v1';
+    const getTag = async (node: Mirror): Promise<Buffer> => {
+      const res = await request(`${node.url}${tagPath}`, { headers: { accept: MANIFEST_ACCEPT } });
+      assert.equal(res.statusCode, 200);
+      return Buffer.from(await res.body.arrayBuffer());
+    };
+    assert.ok((await getTag(a)).equals(image.manifest));
+    const tagRequests = (): number => fwd.count({ pathIncludes: '/team/tagged/manifests/' });
+    const afterA = tagRequests();
+    await waitFor('the manifest in S3', async () => (await metricValue(a.url, 'gantry_shared_tier_requests_total', { op: 'put', result: 'done' })) >= 1, { timeoutMs: 10_000, intervalMs: 50 });
+    assert.ok((await getTag(b)).equals(image.manifest), 'byte-identical through node B');
+    assert.equal(tagRequests(), afterA, 'node B used the tag record node A left, and the manifest from S3: no upstream request');
+
+    // Access checks: restricted content in S3, checked once for alice on node B, remembered for node C.
+    const secret = randomBlob(MiB, 'cluster-memo');
+    // A repository no earlier test checked alice for (answers are kept per credential and repository).
+    await pushBlob(privateOrigin.url, 'private/memo', secret, ALICE);
+    const path = `/v2/private/private/memo/blobs/${secret.digest}`;
+    const viaA = await request(`${a.url}${path}`, { headers: { authorization: aliceBasic } });
+    assert.equal(viaA.statusCode, 200);
+    await viaA.body.dump();
+    await waitFor('the private blob in S3', async () => (await metricValue(a.url, 'gantry_shared_tier_requests_total', { op: 'upload', result: 'done' })) >= 1, { timeoutMs: 10_000, intervalMs: 50 });
+    const viaB = await request(`${b.url}${path}`, { headers: { authorization: aliceBasic } });
+    assert.equal(viaB.statusCode, 200);
+    await viaB.body.dump();
+    const heads = privFwd.count({ method: 'HEAD', pathIncludes: secret.digest });
+    assert.ok(heads >= 1, 'node B asked the upstream whether alice may read it');
+    const c = await startNode('sc');
+    const viaC = await request(`${c.url}${path}`, { headers: { authorization: aliceBasic } });
+    assert.equal(viaC.statusCode, 200);
+    await viaC.body.dump();
+    assert.equal(privFwd.count({ method: 'HEAD', pathIncludes: secret.digest }), heads, "node C reused node B's answer");
+    assert.equal(privFwd.count({ method: 'GET', pathIncludes: secret.digest }), 1, 'fetched upstream once, by node A');
+    const anonymous = await request(`${c.url}${path}`);
+    assert.equal(anonymous.statusCode, 401, "alice's answer is not anybody's");
+    await anonymous.body.dump();
   });
 });
