@@ -139,6 +139,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   const cache = createCache(config, { metrics, log });
   await cache.init();
   metrics.cacheMaxBytes.set(config.maxCacheBytes);
+  metrics.nodeInfo.set({ node: nodeIdOf(config) }, 1);
 
   const sharedLimiter = config.upstreamMaxBytesPerSecond > 0 ? createLimiter(config.upstreamMaxBytesPerSecond, 'global', metrics) : undefined;
   const upstreams = new Upstreams(

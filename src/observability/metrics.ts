@@ -138,6 +138,7 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['direction'] as const,
       registers: [registry],
     }),
+    nodeInfo: new Gauge({ name: 'gantry_node_info', help: "Always 1; its label is this node's name among the nodes sharing a cache (cluster.nodeId)", labelNames: ['node'] as const, registers: [registry] }),
     redisUp: new Gauge({ name: 'gantry_redis_up', help: '1 while the Redis the nodes coordinate through answers; 0 = this node works alone', registers: [registry] }),
     leases: new Counter({
       name: 'gantry_fill_leases_total',

@@ -117,6 +117,7 @@ describe('one fill per cluster', () => {
     }
     assert.equal(fwd.count({ method: 'GET', pathIncludes: blob.digest }), 1, 'one upstream GET for the whole cluster');
     assert.equal(await metricValue(a.url, 'gantry_fill_leases_total', { result: 'taken' }), 1);
+    assert.equal(await metricValue(b.url, 'gantry_node_info', { node: 'b' }), 1);
     for (const n of [b, c]) {
       assert.equal(await metricValue(n.url, 'gantry_fill_leases_total', { result: 'peer' }), 1);
       assert.equal(await metricValue(n.url, 'gantry_peer_bytes_total', { direction: 'received' }), blob.bytes.length);
