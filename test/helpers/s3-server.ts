@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { S3Client } from '@aws-sdk/client-s3';
 import { getFreePort } from './free-port.ts';
-import { startGuardedChild } from './kill-on-exit.ts';
+import { startGuardedChild } from './guarded-child.ts';
 import { listensOn } from './processes.ts';
 import { answers, PortInUseError, type SupervisedChild } from './supervised-child.ts';
 
@@ -210,8 +210,9 @@ function startMemcached(port: number): Promise<SupervisedChild> {
   return startGuardedChild({
     name: 'memcached',
     command: MEMCACHED,
-    // memcached refuses to run as root without a user to switch to.
-    args: ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', ...(process.getuid?.() === 0 ? ['-u', 'nobody'] : [])],
+    // As root memcached wants a user to switch to; root itself, as another user would clear the
+    // parent-death signal (guarded-child.ts).
+    args: ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
     onSpawn: (p) => (pid = p),
     ready: () => listensOn(pid, port),
     readyTimeoutMs: READY_DEADLINE_MS,
