@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startGuardedChild } from './kill-on-exit.ts';
+import { startGuardedChild } from './guarded-child.ts';
 import { listensOn } from './processes.ts';
 import { onFreePort, type SupervisedChild } from './supervised-child.ts';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { S3Client } from '@aws-sdk/client-s3';
 import { getFreePort } from './free-port.ts';
-import { startGuardedChild } from './kill-on-exit.ts';
+import { startGuardedChild } from './guarded-child.ts';
 import { listensOn } from './processes.ts';
 import { answers, PortInUseError, type SupervisedChild } from './supervised-child.ts';
 
@@ -67,8 +67,7 @@ export async function startS3Server(): Promise<S3Server> {
   const t0 = performance.now();
   const dir = await mkdtemp(path.join(tmpdir(), 's3-server-'));
   try {
-    const etc = path.join(dir, 'etc');
-    await mkdir(etc);
+    await mkdir(path.join(dir, 'etc'));
     await mkdir(path.join(dir, 'srv', 'node', 'd1'), { recursive: true });
     let last: unknown;
     // getFreePort() is racy and the rings name the back-ends' ports: a port taken meanwhile means
@@ -77,7 +76,6 @@ export async function startS3Server(): Promise<S3Server> {
       const ports = { memcached: await getFreePort(), proxy: await getFreePort(), account: 0, container: 0, object: 0 };
       for (const b of BACKENDS) ports[b] = await getFreePort();
       if (new Set(Object.values(ports)).size !== Object.keys(ports).length) continue;
-      await buildRings(etc, ports);
       await writeConfigs(dir, ports);
       try {
         return await launch(dir, ports, t0);
@@ -121,7 +119,9 @@ async function buildRings(etc: string, ports: Ports): Promise<void> {
 
 /** Without PYTHONPATH/PYTHONHOME from the caller's environment: Debian's python3 must see only its own modules. */
 function pythonEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONUNBUFFERED: '1' };
+  // EVENTLET_NO_GREENDNS: eventlet's dnspython resolver costs each process 0.2 s of CPU to import,
+  // and every address here is an IP literal.
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONUNBUFFERED: '1', EVENTLET_NO_GREENDNS: 'yes' };
   delete env['PYTHONPATH'];
   delete env['PYTHONHOME'];
   return env;
@@ -210,8 +210,9 @@ function startMemcached(port: number): Promise<SupervisedChild> {
   return startGuardedChild({
     name: 'memcached',
     command: MEMCACHED,
-    // memcached refuses to run as root without a user to switch to.
-    args: ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', ...(process.getuid?.() === 0 ? ['-u', 'nobody'] : [])],
+    // As root memcached wants a user to switch to; root itself, as another user would clear the
+    // parent-death signal (guarded-child.ts).
+    args: ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
     onSpawn: (p) => (pid = p),
     ready: () => listensOn(pid, port),
     readyTimeoutMs: READY_DEADLINE_MS,
@@ -227,11 +228,12 @@ async function stopAll(children: Iterable<SupervisedChild>): Promise<void> {
 }
 
 async function launch(dir: string, ports: Ports, t0: number): Promise<S3Server> {
-  // In parallel: each Swift server spends a second or two importing Python modules.
+  // In parallel: each Swift server spends a second or more of CPU importing Python modules. Only
+  // the proxy reads the rings, so they are built while the back-ends start.
   const settled = await Promise.allSettled([
     startMemcached(ports.memcached),
     ...BACKENDS.map((b) => startSwift(dir, b, ports[b])),
-    startSwift(dir, 'proxy', ports.proxy),
+    buildRings(path.join(dir, 'etc'), ports).then(() => startSwift(dir, 'proxy', ports.proxy)),
   ]);
   const started = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failures = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
