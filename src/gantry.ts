@@ -19,6 +19,8 @@ import { LevelIndexStore } from './store/index-store.ts';
 import { S3Tier } from './store/s3-tier.ts';
 import { Coordinator } from './cluster/coordinator.ts';
 import { sealer } from './cluster/seal.ts';
+import { redisRecencyIndex } from './cluster/recency-index.ts';
+import { S3Budget } from './store/s3-budget.ts';
 import { hostname } from 'node:os';
 import type { SharedTier } from './store/shared-tier.ts';
 import { importStream } from './transfer/import-stream.ts';
@@ -120,6 +122,15 @@ export function nodeIdOf(config: Config): string {
   return config.cluster.nodeId ?? hostname();
 }
 
+/** The shared tier's budget: recency in Redis when the nodes have it, else oldest first from a listing. */
+function s3Budget(tier: S3Tier, config: Config, coordinator: Coordinator | undefined, deps: { metrics: Metrics; log: Logger }): S3Budget {
+  const { bucket, prefix, maxBytes, sweepSeconds } = config.storage.s3;
+  const index = coordinator ? redisRecencyIndex(coordinator, `${bucket}/${prefix}`, nodeIdOf(config)) : undefined;
+  const budget = new S3Budget({ store: tier, index, maxBytes, lowWatermarkPercent: config.cacheLowWatermarkPercent, sweepMs: sweepSeconds * 1000, ...deps });
+  tier.observe(budget);
+  return budget;
+}
+
 /** The S3 tier when `storage.s3.bucket` is set, checked now: an unusable bucket stops the start. */
 async function connectSharedTier(config: Config, deps: { metrics: Metrics; log: Logger }): Promise<SharedTier | undefined> {
   const { bucket } = config.storage.s3;
@@ -163,6 +174,8 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     throw err;
   });
   const cluster = await connectCluster(config, { metrics, log });
+  const budget = shared instanceof S3Tier && config.storage.s3.maxBytes > 0 ? s3Budget(shared, config, cluster?.coordinator, { metrics, log }) : undefined;
+  budget?.start();
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log, records: cluster?.coordinator });
   const blobs = new PullThroughBlobs({
@@ -201,6 +214,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
         abort();
         await prefetch.close();
         await upstreams.close();
+        await budget?.close();
         await shared?.close();
         await cluster?.coordinator.close();
         await cache.close();

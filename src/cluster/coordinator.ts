@@ -105,6 +105,11 @@ export class Coordinator {
     }
   }
 
+  /** The Redis connection for other cluster/ modules, while it is up. */
+  client(): Redis | undefined {
+    return this.up ? this.redis : undefined;
+  }
+
   /** Keep a value for the other nodes for `ttlMs`; false when Redis cannot take it now. */
   async put(name: string, value: string, ttlMs: number): Promise<boolean> {
     if (!this.up) return false;

@@ -108,6 +108,8 @@ export const SETTINGS = {
           bucket: text({ env: 'GANTRY_S3_BUCKET', pattern: /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, expected: 'an S3 bucket name (3-63 lowercase letters, digits, `.` or `-`)', help: 'bucket of the shared tier, which must exist; unset = no shared tier', docDefault: 'none' }),
           prefix: text({ default: '', allowEmpty: true, env: 'GANTRY_S3_PREFIX', pattern: /^(?:[A-Za-z0-9!_.*'()-]+\/)*$/, expected: 'empty, or path segments each ending in `/` (`cache/`)', help: "where Gantry's objects go in the bucket", docDefault: 'empty (the bucket\'s root)' }),
           forcePathStyle: bool({ default: false, env: 'GANTRY_S3_FORCE_PATH_STYLE', help: '`http://host/bucket/key` addressing, which most S3-compatible servers need' }),
+          maxBytes: size({ default: 0, env: 'GANTRY_S3_MAX_BYTES', help: "the shared tier's budget: past it, the least recently used objects are deleted down to `cacheLowWatermarkPercent` of it (recency kept in Redis; without Redis, oldest first)", docDefault: '`0` (unbounded)' }),
+          sweepSeconds: int({ default: 30, min: 1, help: 'how often one node (the one holding the sweep lease) checks the budget' }),
         },
       },
     },

@@ -152,6 +152,9 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['direction'] as const,
       registers: [registry],
     }),
+    sharedTierBytes: new Gauge({ name: 'gantry_shared_tier_bytes', help: 'Bytes in the shared tier, as its last budget sweep counted them', registers: [registry] }),
+    sharedEvictions: new Counter({ name: 'gantry_shared_tier_evictions_total', help: 'Objects deleted from the shared tier by its budget (by this node)', registers: [registry] }),
+    sharedEvictedBytes: new Counter({ name: 'gantry_shared_tier_evicted_bytes_total', help: 'Bytes deleted from the shared tier by its budget (by this node)', registers: [registry] }),
     sharedUp: new Gauge({ name: 'gantry_shared_tier_up', help: '1 while the shared tier (S3) answers, 0 while it is skipped after an error', registers: [registry] }),
   };
   return m;

@@ -1,9 +1,13 @@
-import { AbortMultipartUploadCommand, GetObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, PutObjectCommand, S3Client, type GetObjectCommandOutput } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import type { S3Config } from '../config/config.ts';
-import type { Digest } from '../oci/digest.ts';
+import { parseDigest, type Digest } from '../oci/digest.ts';
+import type { BudgetedStore, StoredObject } from './s3-budget.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { SharedMeta, SharedObject, SharedTier, SharedUpload } from './shared-tier.ts';
@@ -33,7 +37,10 @@ export type S3TierOptions = { config: S3Config & { bucket: string }; log: Logger
  * unverified or partial bytes; an interrupted multipart upload stays invisible (a bucket lifecycle
  * rule for incomplete uploads clears its parts).
  */
-export class S3Tier implements SharedTier {
+/** Told when objects are completed or read (the budget's recency). */
+export type TierUsage = { stored(digest: Digest, size: number): void; read(digest: Digest): void };
+
+export class S3Tier implements SharedTier, BudgetedStore {
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -41,6 +48,7 @@ export class S3Tier implements SharedTier {
   private readonly metrics: Metrics;
   private readonly uploads = new Set<S3Upload>();
   private down = false;
+  private usage: TierUsage | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
 
   private constructor(opts: S3TierOptions) {
@@ -98,6 +106,7 @@ export class S3Tier implements SharedTier {
       return undefined;
     }
     this.metrics.sharedRequests.inc({ op: 'open', result: 'hit' });
+    this.usage?.read(digest);
     return { size, meta: { restricted: out.Metadata?.[META_RESTRICTED] === '1', mediaType: out.ContentType ?? 'application/octet-stream' }, body };
   }
 
@@ -119,6 +128,7 @@ export class S3Tier implements SharedTier {
       this.answered();
       this.metrics.sharedRequests.inc({ op: 'put', result: 'done' });
       this.metrics.sharedBytes.inc({ direction: 'written' }, bytes.length);
+      this.usage?.stored(digest, bytes.length);
     } catch (err) {
       this.trouble(err, 'put');
     }
@@ -138,8 +148,31 @@ export class S3Tier implements SharedTier {
     return new Upload({ client: this.client, params: { ...this.objectParams(digest, meta), Body: body }, partSize: PART_BYTES, queueSize: QUEUE, leavePartsOnError: false });
   }
 
+  /** Report completed and read objects to `usage` (the budget). */
+  observe(usage: TierUsage): void {
+    this.usage = usage;
+  }
+
+  /** Every object under the prefix (for the budget), page by page. */
+  async *list(): AsyncIterable<StoredObject> {
+    let token: string | undefined;
+    const prefix = `${this.prefix}blobs/`;
+    do {
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      for (const o of page.Contents ?? []) {
+        const digest = digestOfKey(o.Key?.slice(prefix.length) ?? '');
+        if (digest && o.Size !== undefined) yield { digest, size: o.Size, lastModified: o.LastModified?.getTime() ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async remove(digest: Digest): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf(digest) }));
+  }
+
   /** @internal for S3Upload */
-  uploadEnded(result: 'done' | 'aborted' | 'error', bytes: number, err?: unknown): void {
+  uploadEnded(result: 'done' | 'aborted' | 'error', bytes: number, err?: unknown, digest?: Digest): void {
     if (result === 'error') {
       this.trouble(err, 'upload');
       return;
@@ -147,6 +180,7 @@ export class S3Tier implements SharedTier {
     if (result === 'done') {
       this.answered();
       this.metrics.sharedBytes.inc({ direction: 'written' }, bytes);
+      if (digest) this.usage?.stored(digest, bytes);
     }
     this.metrics.sharedRequests.inc({ op: 'upload', result });
   }
@@ -284,7 +318,7 @@ class S3Upload implements SharedUpload {
     await this.finished;
     // A failure while completing is S3's: the blob stays local only.
     const done = this.state === 'completing';
-    this.tier.uploadEnded(done ? 'done' : 'error', this.bytes, this.failure);
+    this.tier.uploadEnded(done ? 'done' : 'error', this.bytes, this.failure, this.digest);
     if (done) await this.tier.dropLeftovers(this.digest);
   }
 
@@ -322,4 +356,13 @@ function describe(err: unknown): string {
   const e = err as { name?: string; message?: string; code?: string };
   const status = statusOf(err);
   return [e.name, status !== undefined ? `HTTP ${status}` : e.code, e.message].filter((x) => x !== undefined && x !== '').join(': ');
+}
+
+/** `<alg>/<hex>` back to `<alg>:<hex>`; undefined for a key that is not one of ours. */
+function digestOfKey(rest: string): Digest | undefined {
+  try {
+    return parseDigest(rest.replace('/', ':'));
+  } catch {
+    return undefined;
+  }
 }

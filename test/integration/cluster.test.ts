@@ -61,7 +61,7 @@ after(async () => {
 });
 
 /** A node on a port chosen first, since the other nodes reach it at its advertised URL. */
-async function startNode(name: string, opts: { s3?: boolean } = {}): Promise<Mirror> {
+async function startNode(name: string, opts: { s3?: boolean; s3Extra?: Record<string, unknown> } = {}): Promise<Mirror> {
   for (let attempt = 0; ; attempt++) {
     const port = await getFreePort();
     try {
@@ -69,7 +69,7 @@ async function startNode(name: string, opts: { s3?: boolean } = {}): Promise<Mir
         listen: `127.0.0.1:${port}`,
         upstreams: [{ host: 'docker.io', url: fwd.url }, { host: 'private.internal:5000', url: privFwd.url, prefix: 'private' }],
         cluster: { nodeId: name, advertiseUrl: `http://127.0.0.1:${port}`, peerToken: PEER_TOKEN, redis: { url: redis.url } },
-        ...(opts.s3 === false ? {} : { storage: { s3: { endpoint: s3.endpoint, region: s3.region, bucket: 'cluster', forcePathStyle: true } } }),
+        ...(opts.s3 === false ? {} : { storage: { s3: { endpoint: s3.endpoint, region: s3.region, bucket: 'cluster', forcePathStyle: true, ...opts.s3Extra } } }),
       });
       nodes.push(node);
       return node;
@@ -303,5 +303,43 @@ describe('one fill per cluster', () => {
     const anonymous = await request(`${c.url}${path}`);
     assert.equal(anonymous.statusCode, 401, "alice's answer is not anybody's");
     await anonymous.body.dump();
+  });
+
+  test('the shared tier keeps to its budget, least recently used first across nodes (recency in Redis)', async () => {
+    const s3Extra = { prefix: 'lru/', maxBytes: '5MiB', sweepSeconds: 1 };
+    const [a, b] = [await startNode('la', { s3Extra }), await startNode('lb', { s3Extra })];
+    const [b1, b2, b3] = [1, 2, 3].map((i) => randomBlob(2 * MiB, `cluster-lru-${i}`)) as [Blob, Blob, Blob];
+    for (const bl of [b1, b2, b3]) await pushBlob(origin.url, 'team/app', bl);
+    const client = s3ClientFor(s3);
+    const inS3 = async (bl: Blob): Promise<boolean> => {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: 'cluster', Key: `lru/blobs/${bl.digest.replace(':', '/')}` }));
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      for (const bl of [b1, b2]) {
+        assert.ok((await pull(a, 'la', bl)).digestOk);
+        await waitFor(`${bl.digest} in S3`, () => inS3(bl), { timeoutMs: 10_000, intervalMs: 50 });
+      }
+      // Node lb reads b1 from S3: b1 is now the most recently used of the two.
+      assert.ok((await pull(b, 'lb', b1)).digestOk);
+      assert.ok((await pull(a, 'la', b3)).digestOk);
+      await waitFor('b3 in S3', () => inS3(b3), { timeoutMs: 10_000, intervalMs: 50 });
+      // 6 MiB against 5: one sweep (one node holds the lease) deletes the least recently used, b2.
+      await waitFor('b2 evicted', async () => !(await inS3(b2)), { timeoutMs: 10_000, intervalMs: 100 });
+      assert.ok(await inS3(b1), 'b1, read through another node since, stays');
+      assert.ok(await inS3(b3));
+      const evicted = (await metricValue(a.url, 'gantry_shared_tier_evictions_total')) + (await metricValue(b.url, 'gantry_shared_tier_evictions_total'));
+      assert.equal(evicted, 1);
+      await waitFor('the tier size reported', async () => (await metricValue(a.url, 'gantry_shared_tier_bytes')) + (await metricValue(b.url, 'gantry_shared_tier_bytes')) > 0, { timeoutMs: 5_000, intervalMs: 100 });
+      // A blob evicted from S3 and from the node's disk is fetched again on the next miss.
+      const c = await startNode('lc', { s3Extra });
+      assert.ok((await pull(c, 'lc', b2)).digestOk);
+    } finally {
+      client.destroy();
+    }
   });
 });

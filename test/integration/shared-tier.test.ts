@@ -77,13 +77,13 @@ function s3Settings(bucket = BUCKET): Record<string, unknown> {
 }
 
 /** A node with its own empty cache directory, sharing the bucket. */
-async function startNode(upstreamUrl = fwd.url): Promise<Mirror> {
+async function startNode(upstreamUrl = fwd.url, s3Extra: Record<string, unknown> = {}): Promise<Mirror> {
   const node = await startMirror({
     upstreams: [
       { host: 'docker.io', url: upstreamUrl },
       { host: 'private.internal:5000', url: privFwd.url, prefix: 'private' },
     ],
-    storage: { s3: s3Settings() },
+    storage: { s3: { ...s3Settings(), ...s3Extra } },
   });
   nodes.push(node);
   return node;
@@ -252,6 +252,31 @@ describe('a shared S3 tier', () => {
     assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr, /^gantry: storage\.s3: bucket no-such-bucket at http:\/\/127\.0\.0\.1:\d+ cannot be used: .*404/m);
     assert.equal(run.stderr.trim().split('\n').length, 1, `one line: ${run.stderr}`);
+  });
+
+  test('without Redis, the budget deletes the oldest objects first, down to the low watermark', async () => {
+    const node = await startNode(fwd.url, { prefix: 'budget/', maxBytes: '5MiB', sweepSeconds: 1 });
+    const blobs = [1, 2, 3, 4].map((i) => randomBlob(2 * MiB, `shared-budget-${i}`));
+    for (const b of blobs) await pushBlob(origin.url, 'team/app', b);
+    const key = (b: Blob): string => `budget/blobs/${b.digest.replace(':', '/')}`;
+    const has = async (b: Blob): Promise<boolean> => {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key(b) }));
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const b of blobs) {
+      assert.equal((await get(node, `/v2/team/app/blobs/${b.digest}`)).status, 200);
+      await waitFor(`${b.digest} in S3`, async () => (await has(b)) || (await metricValue(node.url, 'gantry_shared_tier_evictions_total')) > 0, { timeoutMs: 15_000, intervalMs: 50 });
+      // Distinct upload times, to the second at least on some stores.
+      await new Promise((r) => setTimeout(r, 1100));
+    }
+    // 8 MiB against 5: the two oldest go (8 -> 4 MiB, under 90 % of 5).
+    await waitFor('the budget kept', async () => (await metricValue(node.url, 'gantry_shared_tier_evictions_total')) >= 2, { timeoutMs: 15_000, intervalMs: 100 });
+    assert.deepEqual(await Promise.all(blobs.map(has)), [false, false, true, true]);
+    assert.equal(await metricValue(node.url, 'gantry_shared_tier_evicted_bytes_total'), 4 * MiB);
   });
 
   test('nothing but verified, complete objects under the prefix', async () => {
