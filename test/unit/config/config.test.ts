@@ -272,6 +272,7 @@ describe('overridesFromEnv', () => {
         'storage.s3.bucket': undefined,
         'storage.s3.prefix': undefined,
         'storage.s3.forcePathStyle': undefined,
+        'storage.s3.maxBytes': undefined,
         upstreamUrl: 'https://mirror.example',
         upstreamUsername: 'bob',
         upstreamPassword: 'hunter2',
@@ -585,7 +586,7 @@ describe('the settings table', () => {
     assert.ok(envs.every((e) => e.startsWith('GANTRY_')), envs.join());
     assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), [
       'cacheDir', 'cluster.advertiseUrl', 'cluster.nodeId', 'cluster.peerToken', 'cluster.redis.url', 'listen', 'logLevel', 'maxCacheBytes',
-      'storage.s3.bucket', 'storage.s3.endpoint', 'storage.s3.forcePathStyle', 'storage.s3.prefix', 'storage.s3.region',
+      'storage.s3.bucket', 'storage.s3.endpoint', 'storage.s3.forcePathStyle', 'storage.s3.maxBytes', 'storage.s3.prefix', 'storage.s3.region',
       'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers',
     ]);
   });
@@ -694,18 +695,18 @@ describe('cluster and storage.s3 (several nodes, one cache)', () => {
       { env: {}, readFile: (p) => (p === '/run/secrets/gantry-peer' ? 'a-long-shared-peer-secret\n' : assert.fail(p)) },
     );
     assert.deepEqual(cfg.cluster, { nodeId: 'gantry-a', advertiseUrl: 'http://10.0.0.5:5000', peerToken: 'a-long-shared-peer-secret', redis: { url: 'redis://redis:6379/0' } });
-    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://minio:9000', region: 'us-east-1', bucket: 'gantry', prefix: 'cache/', forcePathStyle: true });
+    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://minio:9000', region: 'us-east-1', bucket: 'gantry', prefix: 'cache/', forcePathStyle: true, maxBytes: 0, sweepSeconds: 30 });
   });
 
   test('every GANTRY_* variable of the issue sets its setting', () => {
     const env = {
       GANTRY_NODE_ID: 'b', GANTRY_ADVERTISE_URL: 'http://127.0.0.1:5001', GANTRY_PEER_TOKEN: '0123456789abcdef', GANTRY_REDIS_URL: 'redis://127.0.0.1:6379/0',
-      GANTRY_S3_ENDPOINT: 'http://127.0.0.1:8080', GANTRY_S3_REGION: 'us-east-1', GANTRY_S3_BUCKET: 'gantry', GANTRY_S3_PREFIX: 'a/b/', GANTRY_S3_FORCE_PATH_STYLE: 'true',
+      GANTRY_S3_ENDPOINT: 'http://127.0.0.1:8080', GANTRY_S3_REGION: 'us-east-1', GANTRY_S3_BUCKET: 'gantry', GANTRY_S3_PREFIX: 'a/b/', GANTRY_S3_FORCE_PATH_STYLE: 'true', GANTRY_S3_MAX_BYTES: '2TiB',
     };
     assert.deepEqual(problemsOf(() => parseConfig(undefined, overridesFromEnv({ GANTRY_S3_BUCKET: 'gantry', GANTRY_S3_FORCE_PATH_STYLE: 'yes' }), noSecrets)), ['storage.s3.forcePathStyle: expected true or false']);
     const cfg = parseConfig(undefined, overridesFromEnv(env), { env, readFile: () => assert.fail('no file expected') });
     assert.deepEqual(cfg.cluster, { nodeId: 'b', advertiseUrl: 'http://127.0.0.1:5001', peerToken: '0123456789abcdef', redis: { url: 'redis://127.0.0.1:6379/0' } });
-    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://127.0.0.1:8080', region: 'us-east-1', bucket: 'gantry', prefix: 'a/b/', forcePathStyle: true });
+    assert.deepEqual(cfg.storage.s3, { endpoint: 'http://127.0.0.1:8080', region: 'us-east-1', bucket: 'gantry', prefix: 'a/b/', forcePathStyle: true, maxBytes: 2 * 2 ** 40, sweepSeconds: 30 });
   });
 
   test('every problem at once: redis without a peer secret or an address, s3 without a bucket, bad names', () => {
