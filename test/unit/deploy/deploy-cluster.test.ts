@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { overridableSettings, overridesFromEnv, parseConfig, type Config } from '../../../src/config/config.ts';
-import { startGuardedChild } from '../../helpers/kill-on-exit.ts';
+import { startGuardedChild } from '../../helpers/guarded-child.ts';
 import { listensOn } from '../../helpers/processes.ts';
 import { onFreePort, type SupervisedChild } from '../../helpers/supervised-child.ts';
 
