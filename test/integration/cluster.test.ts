@@ -79,10 +79,23 @@ async function startNode(name: string, opts: { s3?: boolean; s3Extra?: Record<st
   }
 }
 
+/** A node as its own process (bin/gantry), as operators run them: it can be killed -9. */
+async function startNodeProcess(name: string, env: Record<string, string> = {}): Promise<GantryProcess> {
+  const proc = await startGantryProcess((port) => ({
+    AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region,
+    GANTRY_UPSTREAM_URL: fwd.url, GANTRY_WORKERS: '0', GANTRY_CACHE_DIR: join(tmp, `${name}-${port}`),
+    GANTRY_NODE_ID: name, GANTRY_ADVERTISE_URL: `http://127.0.0.1:${port}`, GANTRY_PEER_TOKEN: PEER_TOKEN, GANTRY_REDIS_URL: redis.url,
+    GANTRY_S3_ENDPOINT: s3.endpoint, GANTRY_S3_REGION: s3.region, GANTRY_S3_BUCKET: 'cluster', GANTRY_S3_FORCE_PATH_STYLE: 'true',
+    ...env,
+  }));
+  processes.push(proc);
+  return proc;
+}
+
 type Pull = { node: string; status: number; digestOk: boolean; bytes: number; firstByteAt: number; endAt: number };
 
 /** One client's GET of a blob: status, sha256 of the body, when its first byte and its end came. */
-async function pull(node: Mirror, name: string, blob: Blob): Promise<Pull> {
+async function pull(node: { url: string }, name: string, blob: Blob): Promise<Pull> {
   const res = await request(`${node.url}/v2/team/app/blobs/${blob.digest}`, { headersTimeout: 60_000, bodyTimeout: 60_000 });
   const h = createHash('sha256');
   let bytes = 0;
@@ -97,7 +110,8 @@ async function pull(node: Mirror, name: string, blob: Blob): Promise<Pull> {
 
 describe('one fill per cluster', () => {
   test('3 nodes x 20 clients on one cold 100 MiB blob: one upstream GET, 60 bodies that hash right, every first byte before the fill completes', async () => {
-    const [a, b, c] = [await startNode('a'), await startNode('b'), await startNode('c')];
+    // Three processes; node b with two serving processes, which tail what its main process streams from node a.
+    const [a, b, c] = await Promise.all([startNodeProcess('a'), startNodeProcess('b', { GANTRY_WORKERS: '2' }), startNodeProcess('c')]);
     const blob = randomBlob(100 * MiB, 'cluster-100');
     await pushBlob(origin.url, 'team/app', blob);
     const byName = { a, b, c };
@@ -126,7 +140,7 @@ describe('one fill per cluster', () => {
   });
 
   test('the peer endpoint serves nobody without the peer secret', async () => {
-    const node = nodes[0] ?? (await startNode('d'));
+    const node = await startNode('d');
     const digest = `sha256:${'a'.repeat(64)}`;
     for (const authorization of [undefined, 'Bearer wrong-secret-of-some-length', `Basic ${Buffer.from(`x:${PEER_TOKEN}`).toString('base64')}`]) {
       const res = await request(`${node.url}/_gantry/peer/blobs/${digest}`, { headers: authorization ? { authorization } : {} });
@@ -173,21 +187,12 @@ describe('one fill per cluster', () => {
   });
 
   test('the filling node killed (-9) at 30%: the other nodes\' clients end with the right bytes, one node resumes with Range, nothing partial in S3', async () => {
-    const s3Env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region };
-    const start = (name: string): Promise<GantryProcess> =>
-      startGantryProcess((port) => ({
-        ...s3Env,
-        GANTRY_UPSTREAM_URL: fwd.url, GANTRY_WORKERS: '0', GANTRY_CACHE_DIR: join(tmp, `${name}-${port}`),
-        GANTRY_NODE_ID: name, GANTRY_ADVERTISE_URL: `http://127.0.0.1:${port}`, GANTRY_PEER_TOKEN: PEER_TOKEN, GANTRY_REDIS_URL: redis.url,
-        GANTRY_S3_ENDPOINT: s3.endpoint, GANTRY_S3_REGION: s3.region, GANTRY_S3_BUCKET: 'cluster', GANTRY_S3_FORCE_PATH_STYLE: 'true',
-      }));
-    const [ka, kb, kc] = await Promise.all([start('ka'), start('kb'), start('kc')]);
-    processes.push(ka, kb, kc);
+    const [ka, kb, kc] = await Promise.all([startNodeProcess('ka'), startNodeProcess('kb'), startNodeProcess('kc')]);
     const blob = randomBlob(100 * MiB, 'cluster-kill');
     await pushBlob(origin.url, 'team/app', blob);
     const pullFrom = async (url: string, name: string): Promise<Pull | { node: string; error: string }> => {
       try {
-        return await pull({ url } as Mirror, name, blob);
+        return await pull({ url }, name, blob);
       } catch (err) {
         return { node: name, error: (err as Error).message };
       }
@@ -214,7 +219,7 @@ describe('one fill per cluster', () => {
     const takenOver = (await metricValue(kb.url, 'gantry_fill_leases_total', { result: 'taken_over' })) + (await metricValue(kc.url, 'gantry_fill_leases_total', { result: 'taken_over' }));
     assert.equal(takenOver, 1, 'one node took the lease over');
     // A later pull is right, and S3 holds the complete object and no unfinished upload.
-    const later = await pull({ url: kb.url } as Mirror, 'kb', blob);
+    const later = await pull(kb, 'kb', blob);
     assert.ok(later.digestOk);
     const client = s3ClientFor(s3);
     try {
