@@ -133,6 +133,18 @@ export class Coordinator {
     }
   }
 
+  /** Who holds the lease on downloading `digest` now, without asking for it; undefined when nobody (or Redis is down). */
+  async holderOf(digest: Digest): Promise<LeaseHolder | undefined> {
+    if (!this.up) return undefined;
+    try {
+      const holder = parseHolder(await this.redis.get(`${KEY_PREFIX}fill:${digest}`));
+      return holder?.node === this.node ? undefined : holder;
+    } catch (err) {
+      this.failed(err);
+      return undefined;
+    }
+  }
+
   async close(): Promise<void> {
     for (const t of this.renewals) clearInterval(t);
     this.renewals.clear();

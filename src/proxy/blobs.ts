@@ -355,7 +355,10 @@ export class PullThroughBlobs {
    * a local hit gets.
    */
   private async source(req: BlobRequest, signal: AbortSignal): Promise<FillSource> {
-    const shared = await this.opts.shared?.open(req.digest);
+    // A node downloading it now means S3 cannot have it yet: skip that round trip and follow the
+    // download (under load, an S3 miss cost followers on other nodes most of a second).
+    const downloading = await this.opts.cluster?.coordinator.holderOf(req.digest);
+    const shared = downloading ? undefined : await this.opts.shared?.open(req.digest);
     if (shared) {
       await this.checkOrDrop(req, shared.meta.restricted, shared.body);
       return { from: 'shared', size: shared.size, restricted: shared.meta.restricted, body: shared.body };
