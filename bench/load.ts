@@ -24,6 +24,18 @@ export type ClientResult = {
   error: string | undefined;
 };
 
+/** The clients of one node (base URL) in a cold run; times relative to the start of the run. */
+export type NodeColdRun = {
+  baseUrl: string;
+  clients: number;
+  ok: number;
+  /** Earliest and latest first body byte of this node's clients (NaN when none got one). */
+  firstByteMinMs: number;
+  firstByteMaxMs: number;
+  /** When this node's last client finished. */
+  lastEndMs: number;
+};
+
 export type ColdRun = {
   clients: number;
   totalMs: number;
@@ -35,19 +47,60 @@ export type ColdRun = {
   maxFinalChunkWaitMs: number;
   ok: number;
   failures: string[];
+  /** Per base URL, in the order given (one entry with a single base URL). */
+  perNode: NodeColdRun[];
 };
 
 /**
- * Start `clients` GETs of the same blob at once, each on its own connection; read every body to
- * the end and check its sha256 against the digest.
+ * The figures of a cold run from its clients' results: client i went to baseUrls[i % n]. `t0` is
+ * the run's start (performance.now()).
  */
-export async function coldFetchMany(baseUrl: string, path: string, digest: string, size: number, clients: number, timeoutMs: number): Promise<ColdRun> {
-  const pool = new Pool(baseUrl, { connections: clients, pipelining: 1, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+export function summarizeCold(results: readonly ClientResult[], baseUrls: readonly string[], t0: number): ColdRun {
+  const firstsOf = (rs: readonly ClientResult[]): number[] => rs.map((r) => r.firstByte).filter((t): t is number => t !== undefined);
+  const firsts = firstsOf(results);
+  const leader = firsts.length > 0 ? Math.min(...firsts) : NaN;
+  const perNode = baseUrls.map((baseUrl, i): NodeColdRun => {
+    const mine = results.filter((_, j) => j % baseUrls.length === i);
+    const f = firstsOf(mine);
+    return {
+      baseUrl,
+      clients: mine.length,
+      ok: mine.filter((r) => r.error === undefined).length,
+      firstByteMinMs: f.length > 0 ? Math.min(...f) - t0 : NaN,
+      firstByteMaxMs: f.length > 0 ? Math.max(...f) - t0 : NaN,
+      lastEndMs: mine.length > 0 ? Math.max(...mine.map((r) => r.end)) - t0 : NaN,
+    };
+  });
+  return {
+    clients: results.length,
+    totalMs: Math.max(...results.map((r) => r.end)) - t0,
+    leaderTtfbMs: leader - t0,
+    maxFollowerDelayMs: firsts.length > 0 ? Math.max(...firsts) - leader : NaN,
+    maxFinalChunkWaitMs: Math.max(...results.map((r) => (r.prevChunk === undefined || r.lastChunk === undefined ? 0 : r.lastChunk - r.prevChunk))),
+    ok: results.filter((r) => r.error === undefined).length,
+    failures: [...new Set(results.map((r) => r.error).filter((e): e is string => e !== undefined))],
+    perNode,
+  };
+}
+
+/**
+ * Start `clients` GETs of the same blob at once, each on its own connection; read every body to
+ * the end and check its sha256 against the digest. With several base URLs (the nodes of a
+ * cluster), client i goes to baseUrl[i % n]: round-robin, as a load balancer would spread them.
+ */
+export async function coldFetchMany(baseUrl: string | readonly string[], path: string, digest: string, size: number, clients: number, timeoutMs: number): Promise<ColdRun> {
+  const baseUrls = typeof baseUrl === 'string' ? [baseUrl] : [...baseUrl];
+  if (baseUrls.length === 0) throw new Error('coldFetchMany: no base URL');
+  const pools = baseUrls.map((u, i) => {
+    const mine = Math.ceil((clients - i) / baseUrls.length);
+    return new Pool(u, { connections: Math.max(1, mine), pipelining: 1, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  });
   const signal = AbortSignal.timeout(timeoutMs);
   const t0 = performance.now();
   try {
     const results = await Promise.all(
-      Array.from({ length: clients }, async (): Promise<ClientResult> => {
+      Array.from({ length: clients }, async (_, i): Promise<ClientResult> => {
+        const pool = pools[i % pools.length] as Pool;
         const r: ClientResult = { status: 0, bytes: 0, digestOk: false, start: performance.now(), firstByte: undefined, prevChunk: undefined, lastChunk: undefined, end: 0, error: undefined };
         try {
           const res = await pool.request({ path, method: 'GET', signal });
@@ -72,23 +125,13 @@ export async function coldFetchMany(baseUrl: string, path: string, digest: strin
         return r;
       }),
     );
-    const firsts = results.map((r) => r.firstByte).filter((t): t is number => t !== undefined);
-    const leader = firsts.length > 0 ? Math.min(...firsts) : NaN;
-    return {
-      clients,
-      totalMs: Math.max(...results.map((r) => r.end)) - t0,
-      leaderTtfbMs: leader - t0,
-      maxFollowerDelayMs: firsts.length > 0 ? Math.max(...firsts) - leader : NaN,
-      maxFinalChunkWaitMs: Math.max(...results.map((r) => (r.prevChunk === undefined || r.lastChunk === undefined ? 0 : r.lastChunk - r.prevChunk))),
-      ok: results.filter((r) => r.error === undefined).length,
-      failures: [...new Set(results.map((r) => r.error).filter((e): e is string => e !== undefined))],
-    };
+    return summarizeCold(results, baseUrls, t0);
   } finally {
-    await pool.destroy();
+    await Promise.all(pools.map((p) => p.destroy()));
   }
 }
 
-export type ColdArgs = { baseUrl: string; path: string; digest: string; size: number; clients: number; timeoutMs: number };
+export type ColdArgs = { baseUrl: string | readonly string[]; path: string; digest: string; size: number; clients: number; timeoutMs: number };
 export type WorkerJob = { kind: 'cold'; args: ColdArgs } | { kind: 'load'; args: LoadSpec };
 
 async function inWorker<T>(job: WorkerJob): Promise<T> {

@@ -197,3 +197,98 @@ export function parseServeOptions(argv: string[], env: NodeJS.ProcessEnv): Serve
     only,
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// bench/cluster.ts: one node vs three nodes sharing a cache (Redis leases, S3 shared tier)
+
+export type ClusterOptions = {
+  quick: boolean;
+  /** Size of each cold blob (one for the 1-node run, another for the 3-node run). */
+  blobBytes: number;
+  /** Concurrent clients of each cold run (spread round-robin over the nodes in the 3-node run). */
+  clients: number;
+  /** Simulated WAN: response-body bytes per second through the one forwarder all nodes share. */
+  bandwidth: number;
+  /** Simulated WAN: delay added before each request is forwarded. */
+  latencyMs: number;
+  /** Size of the warm blob of the req/s runs. */
+  smallBlobBytes: number;
+  /** Measured duration of each req/s run, after warmupMs. */
+  durationMs: number;
+  warmupMs: number;
+  connections: number;
+  loadgen: Loadgen;
+  /** Before starting, wait up to this long for other processes to leave the CPU alone (0: don't). */
+  waitIdleMs: number;
+  /** The nodes share an S3 tier (false: Redis and the peer endpoint only, for diagnosis). */
+  s3: boolean;
+  /** Whole-run deadline; past it the bench stops everything and exits 1. */
+  deadlineMs: number;
+};
+
+export const CLUSTER_USAGE = `usage: node bench/cluster.ts [--quick] [options]     (npm run bench:cluster -- [options])
+
+One Gantry node, then three sharing a cache (Redis fill leases, S3 shared tier), on a cold blob
+with the same clients; then warm req/s on one node and on the three behind nginx (round-robin).
+
+  --quick                 16 MiB blobs, 6 clients, 2 s req/s runs; about a minute
+  --blob-size SIZE        cold blob size                                (default 100MiB, quick 16MiB)
+  --clients N             concurrent clients per cold run, >= 3        (default 30, quick 6)
+  --bandwidth SIZE        simulated WAN bytes/s, shared by every node   (env BENCH_BANDWIDTH, default 25MB)
+  --latency-ms N          simulated WAN latency per request            (env BENCH_LATENCY_MS, default 20)
+  --duration SECONDS      measured seconds per req/s run                (default 5, quick 2)
+  --connections N         connections for req/s runs                    (default 64)
+  --loadgen auto|wrk|undici  load generator for req/s runs              (env BENCH_LOADGEN, default auto:
+                          wrk when installed, else an undici loop on a worker thread)
+  --wait-idle SECONDS     first wait up to this long for other processes to go quiet
+                          (< 0.15 cores for 3 s)                         (env BENCH_WAIT_IDLE, default 0)
+  --no-s3                 no shared tier: the nodes share fills through Redis and the peer endpoint
+                          only (diagnosis: a filling node's download waits for its S3 upload)
+
+SIZE accepts 100MB (10^6), 100MiB (2^20) or a plain byte count.`;
+
+export function parseClusterOptions(argv: string[], env: NodeJS.ProcessEnv): ClusterOptions | 'help' {
+  const { values, str } = flagsOf(argv, {
+    quick: { type: 'boolean' },
+    'blob-size': { type: 'string' },
+    clients: { type: 'string' },
+    bandwidth: { type: 'string' },
+    'latency-ms': { type: 'string' },
+    duration: { type: 'string' },
+    connections: { type: 'string' },
+    loadgen: { type: 'string' },
+    'wait-idle': { type: 'string' },
+    'no-s3': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values['help'] === true) return 'help';
+  const quick = values['quick'] === true;
+  const MiB = 2 ** 20;
+  const loadgen = str('loadgen') ?? env['BENCH_LOADGEN'] ?? 'auto';
+  if (loadgen !== 'auto' && loadgen !== 'wrk' && loadgen !== 'undici') throw new UsageError(`--loadgen: expected auto, wrk or undici, got ${JSON.stringify(loadgen)}`);
+  // At least one client per node, or the 3-node run has a node nobody asks.
+  const clients = int(str('clients'), '--clients', quick ? 6 : 30, 3, 500);
+  const blobBytes = size(str('blob-size'), '--blob-size', (quick ? 16 : 100) * MiB);
+  const bandwidth = size(str('bandwidth') ?? env['BENCH_BANDWIDTH'], '--bandwidth', 25e6);
+  const durationS = int(str('duration'), '--duration', quick ? 2 : 5, 1, 60);
+  const waitIdleMs = int(str('wait-idle') ?? env['BENCH_WAIT_IDLE'], '--wait-idle', 0, 0, 600) * 1000;
+  // Two cold runs (the blob over the WAN, then every body hashed by the clients' thread at a
+  // pessimistic 100 MB/s), three req/s runs with their warm-ups, and the set-up (Swift takes ~10 s).
+  const coldMs = 2 * ((blobBytes / bandwidth) * 3000 + ((clients * blobBytes) / 100e6) * 1000);
+  const deadlineMs = Math.ceil(coldMs + 3 * (durationS + 15) * 1000 + waitIdleMs + 4 * 60_000);
+  return {
+    quick,
+    blobBytes,
+    clients,
+    bandwidth,
+    latencyMs: int(str('latency-ms') ?? env['BENCH_LATENCY_MS'], '--latency-ms', 20, 0, 5000),
+    smallBlobBytes: MiB,
+    durationMs: durationS * 1000,
+    warmupMs: quick ? 500 : 1000,
+    connections: int(str('connections'), '--connections', 64, 1, 1024),
+    loadgen,
+    waitIdleMs,
+    s3: values['no-s3'] !== true,
+    deadlineMs,
+  };
+}

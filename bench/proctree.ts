@@ -250,8 +250,10 @@ const NEW_HIGH_BYTES = MiB;
  * away from an RSS high would need the shared pages' split to move by over 1 MiB meanwhile.
  */
 export class TreeMemorySampler {
-  readonly #root: number;
+  readonly #roots: readonly number[];
   readonly #intervalMs: number;
+  /** The known tree of each root, in the order of #roots. */
+  #trees: number[][] = [];
   #pids: number[] = [];
   #pidsAt = -Infinity;
   #pssAt = -Infinity;
@@ -262,14 +264,25 @@ export class TreeMemorySampler {
   #samples = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(root: number, intervalMs = 25) {
-    this.#root = root;
+  /**
+   * `root` may be several PIDs (several servers, e.g. the nodes of a cluster): each sample then
+   * sums their trees, and stops counting once one of them is gone.
+   */
+  constructor(root: number | readonly number[], intervalMs = 25) {
+    this.#roots = typeof root === 'number' ? [root] : [...root];
     this.#intervalMs = intervalMs;
     this.#sample(true);
     this.#timer = setInterval(() => this.#sample(false), intervalMs);
   }
 
-  /** VmRSS summed over the known tree; undefined if one of its processes is gone. */
+  #findTrees(now: number): void {
+    const table = readProcTable();
+    this.#trees = this.#roots.map((r) => treeOf(r, table));
+    this.#pids = this.#trees.flat();
+    this.#pidsAt = now;
+  }
+
+  /** VmRSS summed over the known trees; undefined if one of their processes is gone. */
   #rssSum(): number | undefined {
     let sum = 0;
     for (const pid of this.#pids) {
@@ -280,24 +293,35 @@ export class TreeMemorySampler {
     return sum;
   }
 
+  /** PSS and RSS summed over every root's tree; undefined once a root is gone. */
+  #readTrees(): TreeMemory | undefined {
+    const out: TreeMemory = { pids: [], pssBytes: 0, rssBytes: 0, pssFromRss: 0 };
+    for (let i = 0; i < this.#roots.length; i++) {
+      const m = readTreeMemory(this.#roots[i] ?? -1, this.#trees[i] ?? []);
+      if (m === undefined) return undefined;
+      out.pids.push(...m.pids);
+      out.pssBytes += m.pssBytes;
+      out.rssBytes += m.rssBytes;
+      out.pssFromRss += m.pssFromRss;
+    }
+    return out;
+  }
+
   #sample(force: boolean): void {
     const now = performance.now();
-    if (now - this.#pidsAt >= TREE_REFRESH_MS) {
-      this.#pids = processTree(this.#root);
-      this.#pidsAt = now;
-    }
+    if (now - this.#pidsAt >= TREE_REFRESH_MS) this.#findTrees(now);
     let rss = this.#rssSum();
     if (rss === undefined) {
-      this.#pids = processTree(this.#root);
-      this.#pidsAt = now;
+      this.#findTrees(now);
       rss = this.#rssSum();
     }
-    if (rss === undefined || this.#pids.length === 0) return; // root gone (or the tree changing under us)
+    // A root gone (or a tree changing under us).
+    if (rss === undefined || this.#trees.length === 0 || this.#trees.some((t) => t.length === 0)) return;
     this.#samples += 1;
     this.#peakRss = Math.max(this.#peakRss, rss);
     this.#maxProcesses = Math.max(this.#maxProcesses, this.#pids.length);
     if (!force && rss <= this.#pssMark && now - this.#pssAt < PSS_FLOOR_MS) return;
-    const m = readTreeMemory(this.#root, this.#pids);
+    const m = this.#readTrees();
     if (m === undefined) return;
     this.#pssAt = now;
     if (rss > this.#pssMark) this.#pssMark = rss + NEW_HIGH_BYTES;
@@ -358,33 +382,39 @@ function machineBusyTicks(): number {
 /**
  * Measures, over a window, the cores used by one process tree of interest (the server under test:
  * the PID and all its descendants, reaped ones included), by the bench with all its other
- * descendants, and by everything else on the machine.
+ * descendants, and by everything else on the machine. The tree of interest may be several (the
+ * nodes of a cluster): their figures are summed.
  */
 export class CpuMeter {
-  readonly #pid: number | undefined;
+  readonly #pids: readonly number[];
   readonly #t = performance.now();
   readonly #busy = machineBusyTicks();
   readonly #own: number;
   readonly #proc: number;
 
-  constructor(pid?: number) {
-    this.#pid = pid;
+  constructor(pid?: number | readonly number[]) {
+    this.#pids = pid === undefined ? [] : typeof pid === 'number' ? [pid] : [...pid];
     const table = readProcTable();
     this.#own = treeTicks(process.pid, table);
-    this.#proc = pid === undefined ? 0 : treeTicks(pid, table);
+    this.#proc = this.#ticks(table);
+  }
+
+  #ticks(table: ReadonlyMap<number, ProcStat>): number {
+    return this.#pids.reduce((sum, p) => sum + treeTicks(p, table), 0);
   }
 
   /**
-   * Cores used since construction: `proc` by the tree of interest, `own` by the bench and its other
-   * descendants, `other` by the rest. `processes`: the size of the tree of interest now.
+   * Cores used since construction: `proc` by the tree(s) of interest, `own` by the bench and its
+   * other descendants, `other` by the rest. `processes`: the size of the tree(s) of interest now.
+   * `secs`: the window's length.
    */
-  read(): { proc: number; own: number; other: number; processes: number } {
+  read(): { proc: number; own: number; other: number; processes: number; secs: number } {
     const secs = (performance.now() - this.#t) / 1000;
     const busy = (machineBusyTicks() - this.#busy) / CLOCK_TICKS_PER_SEC / secs;
     const table = readProcTable();
     const ownAll = (treeTicks(process.pid, table) - this.#own) / CLOCK_TICKS_PER_SEC / secs;
-    const proc = this.#pid === undefined ? 0 : (treeTicks(this.#pid, table) - this.#proc) / CLOCK_TICKS_PER_SEC / secs;
-    const processes = this.#pid === undefined ? 0 : treeOf(this.#pid, table).length;
-    return { proc, own: Math.max(0, ownAll - proc), other: Math.max(0, busy - ownAll), processes };
+    const proc = (this.#ticks(table) - this.#proc) / CLOCK_TICKS_PER_SEC / secs;
+    const processes = this.#pids.reduce((sum, p) => sum + treeOf(p, table).length, 0);
+    return { proc, own: Math.max(0, ownAll - proc), other: Math.max(0, busy - ownAll), processes, secs };
   }
 }

@@ -228,3 +228,35 @@ describe('a real process tree', () => {
     }
   });
 });
+
+describe('several roots (the nodes of a cluster)', () => {
+  test('TreeMemorySampler and CpuMeter sum the trees of every root', { timeout: 30_000 }, async () => {
+    const idle = (): ChildProcess => spawn(process.execPath, ['-e', 'process.stdout.write("up\\n"); setInterval(() => {}, 1000);'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const children = [idle(), idle()];
+    try {
+      await Promise.all(children.map((c) => once(c.stdout!, 'data')));
+      const roots = children.map((c) => c.pid ?? -1);
+      const alone = roots.map((r) => readTreeMemory(r)?.pssBytes ?? NaN);
+      const meter = new CpuMeter(roots);
+      const sampler = new TreeMemorySampler(roots, 25);
+      await new Promise((r) => setTimeout(r, 150));
+      const peak = sampler.stop();
+      assert.equal(peak.processes, 2);
+      assert.match(peak.method, /^peak PSS of 2 processes, sampled every 25 ms$/);
+      // Idle processes: the sum of the two, give or take pages the runtime touched meanwhile.
+      const sum = (alone[0] ?? NaN) + (alone[1] ?? NaN);
+      assert.ok(peak.peakBytes > 0.9 * sum && peak.peakBytes < sum + 16 * MiB, `peak ${peak.peakBytes} vs ${sum}`);
+      const cpu = meter.read();
+      assert.equal(cpu.processes, 2);
+      assert.ok(cpu.proc >= 0 && cpu.secs > 0);
+      // One root gone: no more samples of a partial sum.
+      const later = new TreeMemorySampler(roots, 25);
+      children[1]?.kill('SIGKILL');
+      await once(children[1]!, 'exit');
+      const before = later.stop();
+      assert.equal(before.processes, 2, 'the peak is from before the root went away');
+    } finally {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }
+  });
+});
