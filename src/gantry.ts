@@ -237,7 +237,7 @@ export async function listen(services: Services): Promise<Gantry> {
   const { config, upstreams, blobs, manifests, listings, metrics, log, cache } = services;
   let ready = true;
   const servingCount = servingProcessCount(config.workers);
-  const serving = servingCount > 0 ? new ServingProcesses({ ...config, serverOptions: SERVER_OPTIONS, cache, metrics, log }) : undefined;
+  const serving = servingCount > 0 ? new ServingProcesses({ ...config, serverOptions: SERVER_OPTIONS, cache, metrics, log, onRead: (d) => services.shared?.used(d) }) : undefined;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
     listings,

@@ -6,6 +6,12 @@ import type { Coordinator } from './coordinator.ts';
 const ADD = `if redis.call('hsetnx', KEYS[2], ARGV[1], ARGV[2]) == 1 then redis.call('incrby', KEYS[3], ARGV[2]) end
 redis.call('zadd', KEYS[1], 'GT', ARGV[3], ARGV[1])
 return 1`;
+/**
+ * Only objects the tier holds (nodes report every use of a blob, most of which are not in the
+ * bucket); never older than it was (GT).
+ */
+const TOUCH = `if redis.call('hexists', KEYS[2], ARGV[1]) == 1 then redis.call('zadd', KEYS[1], 'GT', ARGV[2], ARGV[1]) end
+return 1`;
 const REMOVE = `local s = redis.call('hget', KEYS[2], ARGV[1])
 if s then redis.call('hdel', KEYS[2], ARGV[1]); redis.call('decrby', KEYS[3], s) end
 redis.call('zrem', KEYS[1], ARGV[1])
@@ -33,9 +39,7 @@ export function redisRecencyIndex(coordinator: Coordinator, scope: string, nodeI
       await redis().eval(ADD, 3, ...keys, digest, String(size), String(at));
     },
     async touch(digest, at) {
-      // Even before the node that uploaded it has indexed it (a read can win that race); a touch of
-      // an object deleted meanwhile only makes the next sweep delete it again, which is harmless.
-      await redis().zadd(k('lru'), 'GT', at, digest);
+      await redis().eval(TOUCH, 3, ...keys, digest, String(at));
     },
     async oldest(n) {
       const members = await redis().zrange(k('lru'), 0, n - 1);

@@ -123,6 +123,7 @@ export class PullThroughBlobs {
   }
 
   async open(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
+    this.opts.shared?.used(req.digest);
     const local = await this.openLocal(req, rangeHeader, parseRange);
     if (local) return local;
     const pending = this.inflight.get(req.digest);

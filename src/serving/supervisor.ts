@@ -33,6 +33,8 @@ export type ServingOptions = {
   cache: ContentCache;
   metrics: Metrics;
   log: Logger;
+  /** Told of every object the serving processes read (the shared tier's recency); optional. */
+  onRead?: ((digest: Digest) => void) | undefined;
 };
 
 /** `auto` never starts more than this: past a few, processes add memory, not throughput. */
@@ -167,7 +169,12 @@ export class ServingProcesses {
   }
 
   private onMessage(m: FromWorker): void {
-    if (m.t === 'reads') for (const [digest, count] of m.reads) this.opts.cache.recordReads(digest as Digest, count);
+    if (m.t === 'reads') {
+      for (const [digest, count] of m.reads) {
+        this.opts.cache.recordReads(digest as Digest, count);
+        this.opts.onRead?.(digest as Digest);
+      }
+    }
     else if (m.t === 'metrics') {
       this.metricsWaiters.get(m.id)?.(m.metrics);
       this.metricsWaiters.delete(m.id);

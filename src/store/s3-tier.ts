@@ -148,6 +148,10 @@ export class S3Tier implements SharedTier, BudgetedStore {
     return new Upload({ client: this.client, params: { ...this.objectParams(digest, meta), Body: body }, partSize: PART_BYTES, queueSize: QUEUE, leavePartsOnError: false });
   }
 
+  used(digest: Digest): void {
+    this.usage?.read(digest);
+  }
+
   /** Report completed and read objects to `usage` (the budget). */
   observe(usage: TierUsage): void {
     this.usage = usage;

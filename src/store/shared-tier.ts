@@ -30,6 +30,11 @@ export interface SharedTier {
    * which the caller invokes only after the bytes were verified.
    */
   upload(digest: Digest, size: number | undefined, meta: SharedMeta): SharedUpload;
+  /**
+   * A blob was asked for on this node, whatever serves it (its disk, a peer, the tier): recency for
+   * the tier's budget, so content in use anywhere in the cluster is not what the tier drops first.
+   */
+  used(digest: Digest): void;
   /** Store a small verified object (a manifest) at once; failures are logged, never thrown. */
   put(digest: Digest, bytes: Uint8Array, meta: SharedMeta): Promise<void>;
   /** Stop: uploads still running are given a moment, then aborted. */
