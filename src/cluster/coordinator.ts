@@ -83,26 +83,20 @@ export class Coordinator {
    * Take the cluster's lease on downloading `digest`, or learn who has it. A lease taken is
    * renewed until released, so it outlives a slow download and expires soon after its holder dies.
    */
-  async fillLease(digest: Digest, restricted: boolean): Promise<FillLease> {
-    if (!this.up) return { kind: 'alone' };
+  fillLease(digest: Digest, restricted: boolean): Promise<FillLease> {
     const key = `${KEY_PREFIX}fill:${digest}`;
-    const mine: LeaseHolder = { node: this.node, url: this.url, restricted };
-    const value = JSON.stringify(mine);
-    try {
-      const taken = await this.redis.set(key, value, 'PX', LEASE_MS, 'NX');
-      if (taken === 'OK') {
+    const value = JSON.stringify({ node: this.node, url: this.url, restricted } satisfies LeaseHolder);
+    return this.command<FillLease>({ kind: 'alone' }, async (r) => {
+      if ((await r.set(key, value, 'PX', LEASE_MS, 'NX')) === 'OK') {
         this.metrics.leases.inc({ result: 'taken' });
         return { kind: 'mine', release: this.renewUntilReleased(key, value) };
       }
-      const holder = parseHolder(await this.redis.get(key));
+      const holder = parseHolder(await r.get(key));
       // Gone between the two commands: whoever asks next takes it; this download goes alone.
       if (!holder || holder.node === this.node) return { kind: 'alone' };
       this.metrics.leases.inc({ result: 'peer' });
       return { kind: 'peer', holder };
-    } catch (err) {
-      this.failed(err);
-      return { kind: 'alone' };
-    }
+    });
   }
 
   /** The Redis connection for other cluster/ modules, while it is up. */
@@ -111,37 +105,34 @@ export class Coordinator {
   }
 
   /** Keep a value for the other nodes for `ttlMs`; false when Redis cannot take it now. */
-  async put(name: string, value: string, ttlMs: number): Promise<boolean> {
-    if (!this.up) return false;
-    try {
-      await this.redis.set(`${KEY_PREFIX}${name}`, value, 'PX', Math.max(1, Math.round(ttlMs)));
+  put(name: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.command(false, async (r) => {
+      await r.set(`${KEY_PREFIX}${name}`, value, 'PX', Math.max(1, Math.round(ttlMs)));
       return true;
-    } catch (err) {
-      this.failed(err);
-      return false;
-    }
+    });
   }
 
   /** A value some node kept; undefined when there is none or Redis cannot be asked now. */
-  async get(name: string): Promise<string | undefined> {
-    if (!this.up) return undefined;
-    try {
-      return (await this.redis.get(`${KEY_PREFIX}${name}`)) ?? undefined;
-    } catch (err) {
-      this.failed(err);
-      return undefined;
-    }
+  get(name: string): Promise<string | undefined> {
+    return this.command(undefined, async (r) => (await r.get(`${KEY_PREFIX}${name}`)) ?? undefined);
   }
 
   /** Who holds the lease on downloading `digest` now, without asking for it; undefined when nobody (or Redis is down). */
-  async holderOf(digest: Digest): Promise<LeaseHolder | undefined> {
-    if (!this.up) return undefined;
-    try {
-      const holder = parseHolder(await this.redis.get(`${KEY_PREFIX}fill:${digest}`));
+  holderOf(digest: Digest): Promise<LeaseHolder | undefined> {
+    return this.command(undefined, async (r) => {
+      const holder = parseHolder(await r.get(`${KEY_PREFIX}fill:${digest}`));
       return holder?.node === this.node ? undefined : holder;
+    });
+  }
+
+  /** Run `fn` against Redis; `fallback` at once while it is down, or when the command fails. */
+  private async command<T>(fallback: T, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    if (!this.up) return fallback;
+    try {
+      return await fn(this.redis);
     } catch (err) {
       this.failed(err);
-      return undefined;
+      return fallback;
     }
   }
 

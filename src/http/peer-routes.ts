@@ -5,7 +5,6 @@ import { parseDigest, type Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { PullThroughBlobs } from '../proxy/blobs.ts';
-import { onClose } from '../store/chunk-source.ts';
 import type { AppEnv } from './app-env.ts';
 import { parseRange } from './range.ts';
 import { BlobSender } from './send-blob.ts';
@@ -40,8 +39,7 @@ export function createPeerRoutes(svc: PeerServices): Hono<AppEnv> {
     if (!source) throw new RegistryError('BLOB_UNKNOWN', { message: 'this node has no copy of the blob' });
     const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': range ? range.end - range.start : found.size };
     if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end - 1}/${found.size}`;
-    const counted = onClose(source, () => undefined);
-    sender.send(c.env.outgoing, range ? 206 : 200, headers, { body: counted, stored: false }, c.get('stats'), c.get('log')());
+    sender.send(c.env.outgoing, range ? 206 : 200, headers, { body: source, stored: false }, c.get('stats'), c.get('log')());
     c.env.outgoing.once('close', () => svc.metrics.peerBytes.inc({ direction: 'sent' }, c.get('stats').bytes));
     return RESPONSE_ALREADY_SENT;
   });

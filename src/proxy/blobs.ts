@@ -364,12 +364,13 @@ export class PullThroughBlobs {
       await this.checkOrDrop(req, shared.meta.restricted, shared.body);
       return { from: 'shared', size: shared.size, restricted: shared.meta.restricted, body: shared.body };
     }
-    const got = await this.clusterOrUpstream(req, isClientOwned(req.auth), 0, signal);
+    const restricted = isClientOwned(req.auth);
+    const got = await this.clusterOrUpstream(req, restricted, 0, signal);
     if (got.from === 'peer') {
       await this.checkOrDrop(req, got.holder.restricted, got.body);
       return { from: 'peer', size: got.size, restricted: got.holder.restricted, body: got.body };
     }
-    return { from: 'upstream', size: got.res.size, restricted: isClientOwned(req.auth), res: got.res, lease: got.lease };
+    return { from: 'upstream', size: got.res.size, restricted, res: got.res, lease: got.lease };
   }
 
   private async checkOrDrop(req: BlobRequest, restricted: boolean, body: AsyncIterable<Uint8Array>): Promise<void> {

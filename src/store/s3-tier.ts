@@ -84,7 +84,7 @@ export class S3Tier implements SharedTier, BudgetedStore {
   }
 
   async open(digest: Digest, offset = 0): Promise<SharedObject | undefined> {
-    if (this.isDown()) return undefined;
+    if (this.down) return undefined;
     let out: GetObjectCommandOutput;
     try {
       out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(digest), ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) }));
@@ -111,7 +111,7 @@ export class S3Tier implements SharedTier, BudgetedStore {
   }
 
   upload(digest: Digest, _size: number | undefined, meta: SharedMeta): SharedUpload {
-    if (this.isDown()) {
+    if (this.down) {
       this.metrics.sharedRequests.inc({ op: 'upload', result: 'dropped' });
       return NO_UPLOAD;
     }
@@ -122,7 +122,7 @@ export class S3Tier implements SharedTier, BudgetedStore {
   }
 
   async put(digest: Digest, bytes: Uint8Array, meta: SharedMeta): Promise<void> {
-    if (this.isDown()) return;
+    if (this.down) return;
     try {
       await this.client.send(new PutObjectCommand({ ...this.objectParams(digest, meta), Body: bytes, ContentLength: bytes.length }));
       this.answered();
@@ -225,10 +225,6 @@ export class S3Tier implements SharedTier, BudgetedStore {
 
   get up(): boolean {
     return !this.down;
-  }
-
-  private isDown(): boolean {
-    return this.down;
   }
 
   private answered(): void {
