@@ -6,12 +6,6 @@ import type { Coordinator } from './coordinator.ts';
 const ADD = `if redis.call('hsetnx', KEYS[2], ARGV[1], ARGV[2]) == 1 then redis.call('incrby', KEYS[3], ARGV[2]) end
 redis.call('zadd', KEYS[1], 'GT', ARGV[3], ARGV[1])
 return 1`;
-/**
- * Only objects the tier holds (nodes report every use of a blob, most of which are not in the
- * bucket); never older than it was (GT).
- */
-const TOUCH = `if redis.call('hexists', KEYS[2], ARGV[1]) == 1 then redis.call('zadd', KEYS[1], 'GT', ARGV[2], ARGV[1]) end
-return 1`;
 const REMOVE = `local s = redis.call('hget', KEYS[2], ARGV[1])
 if s then redis.call('hdel', KEYS[2], ARGV[1]); redis.call('decrby', KEYS[3], s) end
 redis.call('zrem', KEYS[1], ARGV[1])
@@ -39,13 +33,17 @@ export function redisRecencyIndex(coordinator: Coordinator, scope: string, nodeI
       await redis().eval(ADD, 3, ...keys, digest, String(size), String(at));
     },
     async touch(digest, at) {
-      await redis().eval(TOUCH, 3, ...keys, digest, String(at));
+      // Recorded even before the object is indexed: the read that follows an upload can reach
+      // Redis before the uploader's add does, and a lost touch made an object in use look least
+      // recently used. Members never indexed (blobs not in the tier) carry no size; a sweep drops
+      // them from the index without deleting anything.
+      await redis().zadd(k('lru'), 'GT', at, digest);
     },
     async oldest(n) {
       const members = await redis().zrange(k('lru'), 0, n - 1);
       if (members.length === 0) return [];
       const sizes = await redis().hmget(k('sizes'), ...members);
-      return members.map((digest, i) => ({ digest: digest as Digest, size: Number(sizes[i] ?? 0) }));
+      return members.map((digest, i) => ({ digest: digest as Digest, size: sizes[i] == null ? undefined : Number(sizes[i]) }));
     },
     async remove(digest) {
       await redis().eval(REMOVE, 3, ...keys, digest);

@@ -28,7 +28,8 @@ export interface RecencyIndex {
   readonly available: boolean;
   add(digest: Digest, size: number, at: number): Promise<void>;
   touch(digest: Digest, at: number): Promise<void>;
-  oldest(n: number): Promise<Array<{ digest: Digest; size: number }>>;
+  /** The least recently used first; `size` undefined for a blob used but never stored in the tier. */
+  oldest(n: number): Promise<Array<{ digest: Digest; size: number | undefined }>>;
   remove(digest: Digest): Promise<void>;
   totalBytes(): Promise<number>;
   built(): Promise<boolean>;
@@ -114,9 +115,11 @@ export class S3Budget {
       if (victims.length === 0) break;
       for (const v of victims) {
         if (total <= low) break;
-        await this.evict(v.digest, v.size);
+        if (v.size !== undefined) {
+          await this.evict(v.digest, v.size);
+          total -= v.size;
+        }
         await index.remove(v.digest);
-        total -= v.size;
       }
     }
     this.opts.metrics.sharedTierBytes.set(await index.totalBytes());

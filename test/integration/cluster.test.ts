@@ -324,17 +324,29 @@ describe('one fill per cluster', () => {
         return false;
       }
     };
+    // On a timeout, say whether S3 failed meanwhile (an upload dropped on an error is by design).
+    const why = async (err: unknown): Promise<never> => {
+      const errors = await Promise.all([a, b].map((n) => metricValue(n.url, 'gantry_shared_tier_requests_total', { result: 'error' })));
+      const state = await Promise.all([b1, b2, b3].map(inS3));
+      const tier = await Promise.all([a, b].map(async (n) => `${await metricValue(n.url, 'gantry_shared_tier_bytes')}/${await metricValue(n.url, 'gantry_shared_tier_evictions_total')}`));
+      throw new Error(`${(err as Error).message} (shared tier errors on la, lb: ${errors.join(', ')}; b1-b3 in S3: ${state.join(', ')}; bytes/evictions: ${tier.join(', ')})`);
+    };
     try {
-      for (const bl of [b1, b2]) {
+      // Node la has recorded each upload (its recency entry) before the next step: "stored before
+      // read" is then an order the index sees, not a race between la's event loop and the test.
+      const uploaded = async (n: number): Promise<void> =>
+        waitFor(`${n} upload(s) recorded on la`, async () => (await metricValue(a.url, 'gantry_shared_tier_requests_total', { op: 'upload', result: 'done' })) >= n, { timeoutMs: 10_000, intervalMs: 50 }).then(() => undefined, why);
+      for (const [i, bl] of [b1, b2].entries()) {
         assert.ok((await pull(a, 'la', bl)).digestOk);
-        await waitFor(`${bl.digest} in S3`, () => inS3(bl), { timeoutMs: 10_000, intervalMs: 50 });
+        await uploaded(i + 1);
+        assert.ok(await inS3(bl));
       }
       // Node lb reads b1 from S3: b1 is now the most recently used of the two.
       assert.ok((await pull(b, 'lb', b1)).digestOk);
       assert.ok((await pull(a, 'la', b3)).digestOk);
-      await waitFor('b3 in S3', () => inS3(b3), { timeoutMs: 10_000, intervalMs: 50 });
+      await uploaded(3);
       // 6 MiB against 5: one sweep (one node holds the lease) deletes the least recently used, b2.
-      await waitFor('b2 evicted', async () => !(await inS3(b2)), { timeoutMs: 10_000, intervalMs: 100 });
+      await waitFor('b2 evicted', async () => !(await inS3(b2)), { timeoutMs: 10_000, intervalMs: 100 }).catch(why);
       assert.ok(await inS3(b1), 'b1, read through another node since, stays');
       assert.ok(await inS3(b3));
       const evicted = (await metricValue(a.url, 'gantry_shared_tier_evictions_total')) + (await metricValue(b.url, 'gantry_shared_tier_evictions_total'));
