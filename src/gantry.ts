@@ -18,6 +18,7 @@ import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
 import { S3Tier } from './store/s3-tier.ts';
 import { Coordinator } from './cluster/coordinator.ts';
+import { SharedPins } from './cluster/shared-pins.ts';
 import { sealer } from './cluster/seal.ts';
 import { redisRecencyIndex } from './cluster/recency-index.ts';
 import { S3Budget } from './store/s3-budget.ts';
@@ -122,11 +123,20 @@ export function nodeIdOf(config: Config): string {
   return config.cluster.nodeId ?? hostname();
 }
 
+/** Whose pins the shared tier's budget keeps: the cache's, kept in step with the cluster's when Redis is configured. */
+type Pins = { cache: ContentCache; coordinator: Coordinator | undefined; shared: SharedPins | undefined };
+
 /** The shared tier's budget: recency in Redis when the nodes have it, else oldest first from a listing. */
-function s3Budget(tier: S3Tier, config: Config, coordinator: Coordinator | undefined, deps: { metrics: Metrics; log: Logger }): S3Budget {
+function s3Budget(tier: S3Tier, config: Config, pins: Pins, deps: { metrics: Metrics; log: Logger }): S3Budget {
   const { bucket, prefix, maxBytes, sweepSeconds } = config.storage.s3;
-  const index = coordinator ? redisRecencyIndex(coordinator, `${bucket}/${prefix}`, nodeIdOf(config)) : undefined;
-  const budget = new S3Budget({ store: tier, index, maxBytes, lowWatermarkPercent: config.cacheLowWatermarkPercent, sweepMs: sweepSeconds * 1000, ...deps });
+  const index = pins.coordinator ? redisRecencyIndex(pins.coordinator, `${bucket}/${prefix}`, nodeIdOf(config)) : undefined;
+  const budget = new S3Budget({
+    store: tier, index, maxBytes, lowWatermarkPercent: config.cacheLowWatermarkPercent, sweepMs: sweepSeconds * 1000,
+    // The cache holds every pin of the cluster (SharedPins copies them in), whether or not it has the content.
+    isPinned: (d) => pins.cache.isPinned(d),
+    beforeSweep: () => pins.shared?.sync() ?? Promise.resolve(),
+    ...deps,
+  });
   tier.observe(budget);
   return budget;
 }
@@ -174,7 +184,10 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     throw err;
   });
   const cluster = await connectCluster(config, { metrics, log });
-  const budget = shared instanceof S3Tier && config.storage.s3.maxBytes > 0 ? s3Budget(shared, config, cluster?.coordinator, { metrics, log }) : undefined;
+  const coordinator = cluster?.coordinator;
+  const sharedPins = coordinator ? new SharedPins({ cache, redis: () => coordinator.client(), log }) : undefined;
+  sharedPins?.start();
+  const budget = shared instanceof S3Tier && config.storage.s3.maxBytes > 0 ? s3Budget(shared, config, { cache, coordinator, shared: sharedPins }, { metrics, log }) : undefined;
   budget?.start();
   const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log, records: cluster?.coordinator });
@@ -215,6 +228,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
         await prefetch.close();
         await upstreams.close();
         await budget?.close();
+        await sharedPins?.close();
         await shared?.close();
         await cluster?.coordinator.close();
         await cache.close();

@@ -39,8 +39,8 @@ export function redisRecencyIndex(coordinator: Coordinator, scope: string, nodeI
       // them from the index without deleting anything.
       await redis().zadd(k('lru'), 'GT', at, digest);
     },
-    async oldest(n) {
-      const members = await redis().zrange(k('lru'), 0, n - 1);
+    async oldest(n, skip = 0) {
+      const members = await redis().zrange(k('lru'), skip, skip + n - 1);
       if (members.length === 0) return [];
       const sizes = await redis().hmget(k('sizes'), ...members);
       return members.map((digest, i) => ({ digest: digest as Digest, size: sizes[i] == null ? undefined : Number(sizes[i]) }));

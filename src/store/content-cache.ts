@@ -22,6 +22,12 @@ export type IngestMeta = Omit<ContentEntry, 'size' | 'createdAt' | 'lastAccess' 
 /** A pin as listed: its record, and how much of what it names is in the cache now. */
 export type PinStatus = PinRecord & { cachedDigests: number; bytes: number };
 
+/** A pin released, remembered (for a while) so nodes sharing pins can tell a release from a pin they never heard of. */
+export type UnpinRecord = { upstream: string; repo: string; reference: string; unpinnedAt: number };
+
+/** Releases older than this are forgotten: every node has heard of them long before. */
+const UNPIN_MEMORY_MS = 30 * 24 * 3600 * 1000;
+
 /**
  * The local side of the cache: verified blobs (a BlobStore) + their index
  * (an IndexStore) + an in-memory LRU of every entry that both answers
@@ -52,6 +58,8 @@ export class ContentCache {
   private readonly pinRecords = new Map<string, PinRecord>();
   /** Told of every entry that leaves the index (evicted, removed, found missing). */
   private readonly forgetListeners: Array<(digest: Digest) => void> = [];
+  /** Told after each pin or release (cluster/shared-pins.ts shares them). */
+  private readonly pinListeners: Array<() => void> = [];
   /** Bytes of cached entries that some pin names (kept as a running sum: gauges update on every add). */
   private pinnedBytes = 0;
   private pinnedOverBudget = false;
@@ -412,17 +420,43 @@ export class ContentCache {
     this.addPin(pin);
     this.checkPinnedBudget();
     this.updateGauges();
+    this.pinsChanged();
   }
 
-  /** Release a pin; its content is evictable again. False if there was no such pin. */
-  async unpin(upstream: string, repo: string, reference: string): Promise<boolean> {
+  /**
+   * Release a pin; its content is evictable again. False if there was no such pin. The release
+   * is remembered with its time (`at`, now unless another node's release is being applied), so a
+   * pin and a release of the same reference order by time wherever they were made.
+   */
+  async unpin(upstream: string, repo: string, reference: string, at = Date.now()): Promise<boolean> {
     const key = tagKey(upstream, repo, reference);
     if (!this.pinRecords.has(key)) return false;
+    await this.index.records('unpinned').put(key, { upstream, repo, reference, unpinnedAt: at } satisfies UnpinRecord);
     await this.index.deletePin(upstream, repo, reference);
     this.dropPin(key);
     this.enforceBudget();
     this.updateGauges();
+    this.pinsChanged();
     return true;
+  }
+
+  /** Pins released within the last 30 days; older memories are deleted as they are read. */
+  async unpinned(now = Date.now()): Promise<UnpinRecord[]> {
+    const store = this.index.records('unpinned');
+    const out: UnpinRecord[] = [];
+    for await (const [key, value] of store.all()) {
+      if (!isUnpinRecord(value) || value.unpinnedAt < now - UNPIN_MEMORY_MS) await store.delete(key);
+      else out.push(value);
+    }
+    return out;
+  }
+
+  onPinChange(listener: () => void): void {
+    this.pinListeners.push(listener);
+  }
+
+  private pinsChanged(): void {
+    for (const l of this.pinListeners) l();
   }
 
   pins(): PinStatus[] {
@@ -521,4 +555,10 @@ export class ContentCache {
     this.metrics.pinnedBytes.set(this.pinnedBytes);
     this.metrics.pinnedImages.set(this.pinRecords.size);
   }
+}
+
+function isUnpinRecord(v: unknown): v is UnpinRecord {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  return typeof r['upstream'] === 'string' && typeof r['repo'] === 'string' && typeof r['reference'] === 'string' && typeof r['unpinnedAt'] === 'number';
 }

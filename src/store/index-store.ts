@@ -29,9 +29,10 @@ type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 
 /**
  * Key spaces for state that lives beside the cache index and must survive restarts, owned by
- * modules other than the cache (prefetch jobs). Values are JSON; their owner validates them.
+ * modules other than the cache (prefetch jobs, when pins were released). Values are JSON; their
+ * owner validates them.
  */
-export type RecordSpace = 'prefetch-jobs';
+export type RecordSpace = 'prefetch-jobs' | 'unpinned';
 
 /** One record space of the index: JSON values by string key. */
 export type RecordStore = {
@@ -40,7 +41,7 @@ export type RecordStore = {
   all(): AsyncIterable<[string, unknown]>;
 };
 
-const RECORD_SUBLEVELS: Record<RecordSpace, string> = { 'prefetch-jobs': 'j' };
+const RECORD_SUBLEVELS: Record<RecordSpace, string> = { 'prefetch-jobs': 'j', unpinned: 'u' };
 
 /** What the cache index keeps: content entries by digest, tags by upstream + repository + tag. */
 export interface IndexStore {

@@ -28,8 +28,8 @@ export interface RecencyIndex {
   readonly available: boolean;
   add(digest: Digest, size: number, at: number): Promise<void>;
   touch(digest: Digest, at: number): Promise<void>;
-  /** The least recently used first; `size` undefined for a blob used but never stored in the tier. */
-  oldest(n: number): Promise<Array<{ digest: Digest; size: number | undefined }>>;
+  /** The least recently used first, after the `skip` oldest; `size` undefined for a blob used but never stored in the tier. */
+  oldest(n: number, skip?: number): Promise<Array<{ digest: Digest; size: number | undefined }>>;
   remove(digest: Digest): Promise<void>;
   totalBytes(): Promise<number>;
   built(): Promise<boolean>;
@@ -45,13 +45,18 @@ export type S3BudgetOptions = {
   maxBytes: number;
   lowWatermarkPercent: number;
   sweepMs: number;
+  /** Objects a pin names are never deleted (the cluster's pins, when the nodes share them). */
+  isPinned?: (digest: Digest) => boolean;
+  /** Run before each sweep: catch up with pins made elsewhere since the last one. */
+  beforeSweep?: () => Promise<void>;
   log: Logger;
   metrics: Metrics;
 };
 
 /**
  * The shared tier's size budget: past `maxBytes`, the least recently used objects are deleted
- * until `lowWatermarkPercent` of it is left. One node sweeps at a time (a lease in Redis).
+ * until `lowWatermarkPercent` of it is left, skipping pinned ones. One node sweeps at a time (a
+ * lease in Redis).
  * Deleting an object a node is reading does not cut that read (S3 keeps serving a GET in
  * progress), and a later miss fetches it again.
  */
@@ -110,11 +115,18 @@ export class S3Budget {
     let total = await index.totalBytes();
     this.opts.metrics.sharedTierBytes.set(total);
     if (total <= maxBytes) return;
+    await this.opts.beforeSweep?.();
+    // Pinned objects stay where they are in the order: the next batch starts after them.
+    let kept = 0;
     while (total > low) {
-      const victims = await index.oldest(BATCH);
+      const victims = await index.oldest(BATCH, kept);
       if (victims.length === 0) break;
       for (const v of victims) {
         if (total <= low) break;
+        if (this.pinned(v.digest)) {
+          kept += 1;
+          continue;
+        }
         if (v.size !== undefined) {
           await this.evict(v.digest, v.size);
           total -= v.size;
@@ -132,13 +144,19 @@ export class S3Budget {
     let total = all.reduce((n, o) => n + o.size, 0);
     this.opts.metrics.sharedTierBytes.set(total);
     if (total <= this.opts.maxBytes) return;
+    await this.opts.beforeSweep?.();
     all.sort((a, b) => a.lastModified - b.lastModified);
     for (const o of all) {
       if (total <= low) break;
+      if (this.pinned(o.digest)) continue;
       await this.evict(o.digest, o.size);
       total -= o.size;
     }
     this.opts.metrics.sharedTierBytes.set(total);
+  }
+
+  private pinned(digest: Digest): boolean {
+    return this.opts.isPinned?.(digest) ?? false;
   }
 
   private async rebuild(index: RecencyIndex): Promise<void> {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
-import { buildImage, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type Blob } from '../fixtures/images.ts';
+import { buildImage, makeLayer, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type Blob } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { getFreePort } from '../helpers/free-port.ts';
 import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
@@ -308,6 +308,44 @@ describe('one fill per cluster', () => {
     const anonymous = await request(`${c.url}${path}`);
     assert.equal(anonymous.statusCode, 401, "alice's answer is not anybody's");
     await anonymous.body.dump();
+  });
+
+  test('pins are the cluster\'s: one made on node A is listed on B, keeps its blobs in the shared tier past the budget, and a release on B releases it on A', async () => {
+    const s3Extra = { prefix: 'pins/', maxBytes: '5MiB', sweepSeconds: 1 };
+    const [a, b] = [await startNode('pa', { s3Extra }), await startNode('pb', { s3Extra })];
+    // Random bytes do not compress: a 3 MiB tar member is a ~3 MiB layer.
+    const image = buildImage({ format: 'oci', seed: 'cluster-pin', layers: [makeLayer({ data: randomBlob(3 * MiB, 'cluster-pin-layer').bytes })] });
+    await pushImage(origin.url, 'team/pinned', 'v1', image);
+    const layer = image.blobs.find((bl) => bl.bytes.length > 3 * MiB);
+    assert.ok(layer);
+    const admin = async (node: Mirror, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> => {
+      const res = await request(`${node.url}/admin${path}`, { method, body: body === undefined ? null : JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+      return { status: res.statusCode, json: await res.body.json() };
+    };
+    const pinnedRefs = async (node: Mirror): Promise<string[]> => ((await admin(node, 'GET', '/pins')).json as Array<{ ref: string }>).map((p) => p.ref);
+    const client = s3ClientFor(s3);
+    const inS3 = (digest: string): Promise<boolean> =>
+      client.send(new HeadObjectCommand({ Bucket: 'cluster', Key: `pins/blobs/${digest.replace(':', '/')}` })).then(() => true, () => false);
+    try {
+      const job = (await admin(a, 'POST', '/prefetch', { images: ['team/pinned:v1'], pin: true })).json as { id: string };
+      await waitFor('the pinned prefetch done on pa', async () => ((await admin(a, 'GET', `/prefetch/${job.id}`)).json as { state: string }).state === 'done', { timeoutMs: 20_000, intervalMs: 100 });
+      await waitFor('the pinned layer uploaded', () => inS3(layer.digest), { timeoutMs: 10_000, intervalMs: 100 });
+      await waitFor('the pin listed on pb', async () => (await pinnedRefs(b)).includes('docker.io/team/pinned:v1'), { timeoutMs: 10_000, intervalMs: 100 });
+      // 3 MiB pinned + 2 x 2 MiB against 5 MiB: the pinned layer is the least recently used, and stays.
+      const extra = [1, 2].map((i) => randomBlob(2 * MiB, `cluster-pin-extra-${i}`)) as [Blob, Blob];
+      for (const bl of extra) {
+        await pushBlob(origin.url, 'team/app', bl);
+        assert.ok((await pull(b, 'pb', bl)).digestOk);
+      }
+      const evictions = async (): Promise<number> => (await metricValue(a.url, 'gantry_shared_tier_evictions_total')) + (await metricValue(b.url, 'gantry_shared_tier_evictions_total'));
+      await waitFor('the tier back under its budget', async () => (await evictions()) >= 1 && !(await inS3(extra[0].digest)), { timeoutMs: 15_000, intervalMs: 100 });
+      assert.ok(await inS3(layer.digest), 'the pinned layer, oldest of all, is still in the shared tier');
+      const released = await admin(b, 'DELETE', `/pins?ref=${encodeURIComponent('docker.io/team/pinned:v1')}`);
+      assert.equal(released.status, 200);
+      await waitFor('the release reached pa', async () => (await pinnedRefs(a)).length === 0, { timeoutMs: 10_000, intervalMs: 100 });
+    } finally {
+      client.destroy();
+    }
   });
 
   test('the shared tier keeps to its budget, least recently used first across nodes (recency in Redis)', async () => {

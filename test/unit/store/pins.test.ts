@@ -137,3 +137,27 @@ describe('pins', () => {
     assert.equal(h.warnings.filter((w) => w.includes('pinned content alone exceeds the cache budget')).length, 1);
   });
 });
+
+describe('releases are remembered (for nodes sharing pins)', () => {
+  test('unpin records when, survives a restart, and is told to listeners; a pin is told too', async () => {
+    let h = await start({ maxBytes: 1 << 20, maxUnusedAgeSeconds: 0 });
+    const told: string[] = [];
+    h.cache.onPinChange(() => told.push('changed'));
+    const d = await put(h.cache, 100);
+    await h.cache.pin(pinOf('v1', [d]));
+    assert.equal(await h.cache.unpin('docker.io', 'site/app', 'v1', 1234), true);
+    assert.equal(await h.cache.unpin('docker.io', 'site/app', 'v1'), false, 'nothing left to release');
+    assert.deepEqual(told, ['changed', 'changed']);
+    h = await h.reopen();
+    assert.deepEqual(await h.cache.unpinned(1234 + 1000), [{ upstream: 'docker.io', repo: 'site/app', reference: 'v1', unpinnedAt: 1234 }]);
+  });
+
+  test('a release older than 30 days is forgotten when read', async () => {
+    const h = await start({ maxBytes: 1 << 20, maxUnusedAgeSeconds: 0 });
+    await h.cache.pin(pinOf('old', []));
+    await h.cache.unpin('docker.io', 'site/app', 'old', 1000);
+    assert.equal((await h.cache.unpinned(1000 + 29 * 24 * 3600 * 1000)).length, 1);
+    assert.equal((await h.cache.unpinned(1000 + 31 * 24 * 3600 * 1000)).length, 0);
+    assert.equal((await h.cache.unpinned(0)).length, 0, 'deleted, not just hidden');
+  });
+});
