@@ -1,10 +1,11 @@
-import { getRequestListener, serve, type ServerType } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/config.ts';
 import { createApp } from './http/app.ts';
+import { createPublicServer, loadTls, tlsFilesOf } from './http/tls.ts';
 import type { AppEnv } from './http/app-env.ts';
 import { ServingProcesses, servingProcessCount } from './serving/supervisor.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
@@ -251,6 +252,7 @@ export async function listen(services: Services): Promise<Gantry> {
   const { config, upstreams, blobs, manifests, listings, metrics, log, cache } = services;
   let ready = true;
   const servingCount = servingProcessCount(config.workers);
+  const tls = await publicTls(config, log);
   const serving = servingCount > 0 ? new ServingProcesses({ ...config, serverOptions: SERVER_OPTIONS, cache, metrics, log, onRead: (d) => services.shared?.used(d) }) : undefined;
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
@@ -275,7 +277,7 @@ export async function listen(services: Services): Promise<Gantry> {
     readiness: () => readinessDetail(services),
   });
 
-  const bound = serving ? await serveWithProcesses(serving, servingCount, app, config) : await serveAlone(app, config);
+  const bound = serving ? await serveWithProcesses(serving, servingCount, app, config) : await serveAlone(app, config, tls);
   services.prefetch.start();
   log.info(
     { listen: `${bound.host}:${bound.port}`, workers: servingCount, cacheDir: resolve(config.cacheDir), upstreams: config.upstreams.map((u) => `${u.host}=${u.url}`) },
@@ -284,7 +286,7 @@ export async function listen(services: Services): Promise<Gantry> {
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${bound.host === '0.0.0.0' ? '127.0.0.1' : bound.host}:${bound.port}`,
+    url: `${config.tls.certFile === undefined ? 'http' : 'https'}://${bound.host === '0.0.0.0' ? '127.0.0.1' : bound.host}:${bound.port}`,
     port: bound.port,
     metrics,
     log,
@@ -301,13 +303,31 @@ export async function listen(services: Services): Promise<Gantry> {
   };
 }
 
+type PublicTls = Parameters<typeof createPublicServer>[2];
+
+/** The certificate to serve, read now so a bad one stops the start with one line. */
+async function publicTls(config: Config, log: Logger): Promise<PublicTls> {
+  const files = tlsFilesOf(config.tls);
+  if (!files) return undefined;
+  try {
+    return { files, material: await loadTls(files), log };
+  } catch (err) {
+    throw new StartupError((err as Error).message, { cause: err });
+  }
+}
+
 type Bound = { host: string; port: number; close(): Promise<void> };
 
 /** This process alone on the public port. */
-async function serveAlone(app: Hono<AppEnv>, config: Config): Promise<Bound> {
-  const server = await new Promise<ServerType>((resolveServer, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port, serverOptions: SERVER_OPTIONS }, () => resolveServer(s));
-    s.once('error', reject);
+async function serveAlone(app: Hono<AppEnv>, config: Config, tls: PublicTls | undefined): Promise<Bound> {
+  const listener = getRequestListener(app.fetch, { hostname: config.listen.host });
+  const { server, stop } = createPublicServer(SERVER_OPTIONS, (req, res) => void listener(req, res), tls);
+  await new Promise<void>((resolveServer, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => {
+      server.off('error', reject);
+      resolveServer();
+    });
   });
   // With no 'timeout' listener on the server, Node destroys a socket idle for that long.
   server.setTimeout(config.clientIdleTimeoutMs);
@@ -317,8 +337,9 @@ async function serveAlone(app: Hono<AppEnv>, config: Config): Promise<Bound> {
     port: addr.port,
     close: () =>
       new Promise<void>((r) => {
+        stop();
         server.close(() => r());
-        if ('closeAllConnections' in server) server.closeAllConnections();
+        server.closeAllConnections();
       }),
   };
 }

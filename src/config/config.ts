@@ -61,6 +61,7 @@ export function parseConfig(
   if (!def) problems.push(`defaultUpstream: ${cfg.defaultUpstream} is not one of the configured upstreams`);
   applyUpstreamOverrides(cfg.upstreams, def, overrides, ctx);
   checkCluster(cfg, problems);
+  if ((cfg.tls.certFile === undefined) !== (cfg.tls.keyFile === undefined)) problems.push(`tls.${cfg.tls.certFile === undefined ? 'certFile' : 'keyFile'}: required with tls.${cfg.tls.certFile === undefined ? 'keyFile' : 'certFile'} (HTTPS needs both)`);
 
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;

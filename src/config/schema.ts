@@ -59,6 +59,12 @@ export const SETTINGS = {
   }),
   adminRemote: bool({ default: false, help: 'serve `/admin/*` (cache verification) to non-loopback clients too' }),
   adminToken: secret('adminToken', { help: '`/admin/*` then also needs `Authorization: Bearer <token>`; never logged', docDefault: 'none' }),
+  tls: {
+    section: {
+      certFile: path({ env: 'GANTRY_TLS_CERT_FILE', help: 'PEM certificate chain: Gantry serves HTTPS on `listen` (reloaded without a restart when the file changes); unset = plain HTTP', docDefault: 'none' }),
+      keyFile: path({ env: 'GANTRY_TLS_KEY_FILE', help: "PEM private key of `tls.certFile`; never logged", docDefault: 'none' }),
+    },
+  },
   upstreams,
   defaultUpstream: text({ default: DOCKER_HUB_HOST, lowercase: true, expected: 'a host name', typeName: 'upstream host', help: 'upstream for requests that name none', docDefault: 'first upstream' }),
   auth: {
@@ -129,6 +135,7 @@ export type BreakerConfig = Config['breaker'];
 export type ProxyConfig = Config['proxy'];
 export type ClusterConfig = Config['cluster'];
 export type S3Config = Config['storage']['s3'];
+export type TlsConfig = Config['tls'];
 export type { UpstreamConfig };
 
 function deepFreeze<T>(v: T): Readonly<T> {

@@ -10,6 +10,8 @@ export type WorkerStart = {
   cacheRoot: string;
   logLevel: string;
   clientIdleTimeoutMs: number;
+  /** HTTPS on the public port: each serving process reads and watches the files itself. */
+  tls?: { certFile: string; keyFile: string } | undefined;
 };
 
 /** Main process -> serving process. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { blobPath, tempDir } from '../store/blob-store.ts';
@@ -9,6 +10,7 @@ import { REQUEST_ID } from '../oci/headers.ts';
 import { accessLogger, loggedPath, type Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { ACCEL_FILE, ACCEL_FILLING, ACCEL_SIZE, ACCEL_TTL_MS, carriesBody, forwardedHeaders, readAccel, type AccelPlan } from '../http/accel.ts';
+import { createPublicServer, loadTls } from '../http/tls.ts';
 import { FileResponder, sendError, type Sent } from './file-responder.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.ts';
 import { Plans, digestOfUrl, planKey } from './plans.ts';
@@ -46,7 +48,8 @@ export class ServingProcess {
   private readonly now: () => number;
   private reads = new Map<string, number>();
   private readsTimer: NodeJS.Timeout | undefined;
-  private server: Server | undefined;
+  private server: Server | HttpsServer | undefined;
+  private stopWatching: () => void = () => undefined;
 
   constructor(start: WorkerStart, deps: ServingDeps) {
     this.start = start;
@@ -57,7 +60,10 @@ export class ServingProcess {
 
   /** Listen on Gantry's port next to the other serving processes; resolves with the port bound. */
   async listen(): Promise<number> {
-    const server = createServer({ maxHeaderSize: MAX_REQUEST_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 30_000 }, (req, res) => this.handle(req, res));
+    const files = this.start.tls;
+    const tls = files ? { files, material: await loadTls(files), log: this.deps.log } : undefined;
+    const { server, stop } = createPublicServer({ maxHeaderSize: MAX_REQUEST_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 30_000 }, (req, res) => this.handle(req, res), tls);
+    this.stopWatching = stop;
     server.setTimeout(this.start.clientIdleTimeoutMs);
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -90,6 +96,7 @@ export class ServingProcess {
   async stop(): Promise<void> {
     const server = this.server;
     clearInterval(this.readsTimer);
+    this.stopWatching();
     if (server) {
       const force = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
       await new Promise<void>((resolve) => {

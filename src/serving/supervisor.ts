@@ -11,6 +11,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { ContentCache } from '../store/content-cache.ts';
+import { tlsFilesOf } from '../http/tls.ts';
 import { isFromWorker, type FromWorker, type ToWorker, type WorkerStart } from './messages.ts';
 
 /** How long a serving process may take to start listening. */
@@ -29,6 +30,8 @@ export type ServingOptions = {
   cacheDir: string;
   logLevel: string;
   clientIdleTimeoutMs: number;
+  /** `tls.certFile` / `tls.keyFile`, checked by the main process already. */
+  tls: { certFile?: string | undefined; keyFile?: string | undefined };
   serverOptions: { maxHeaderSize: number; requestTimeout: number; headersTimeout: number };
   cache: ContentCache;
   metrics: Metrics;
@@ -140,6 +143,7 @@ export class ServingProcesses {
       cacheRoot: resolve(this.opts.cacheDir),
       logLevel: this.opts.logLevel,
       clientIdleTimeoutMs: this.opts.clientIdleTimeoutMs,
+      tls: tlsFilesOf(this.opts.tls),
     };
     return new Promise<number>((ok, fail) => {
       const timer = setTimeout(() => fail(new Error(`serving process ${slot.index} did not start listening within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);

@@ -38,6 +38,8 @@ export type CountingForwarderOptions = {
   bytesPerSecond?: number;
   /** Delay added before each request is forwarded. */
   latencyMs?: number;
+  /** Answers to these requests go out chunked, without the upstream's Content-Length (as some CDNs send blobs). */
+  withoutLength?: (req: { method: string; path: string }) => boolean;
 };
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'upgrade', 'te', 'trailer']);
@@ -196,7 +198,9 @@ export async function startCountingForwarder(opts: CountingForwarderOptions): Pr
     });
     upReq.on('response', (upRes) => {
       record.status = upRes.statusCode ?? 0;
-      res.writeHead(record.status, stripHopByHop(upRes.headers));
+      const headers = stripHopByHop(upRes.headers);
+      if (opts.withoutLength?.(record)) delete headers['content-length'];
+      res.writeHead(record.status, headers);
       pipeline(upRes, new Meter(record, bucket), res, () => {
         // Errors here are client or upstream aborts; the record already holds what happened.
       });

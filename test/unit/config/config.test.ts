@@ -254,6 +254,8 @@ describe('overridesFromEnv', () => {
         GANTRY_UPSTREAM_URL: 'https://mirror.example',
         GANTRY_UPSTREAM_USERNAME: 'bob',
         GANTRY_UPSTREAM_PASSWORD: 'hunter2',
+        GANTRY_TLS_CERT_FILE: '/etc/gantry/tls.crt',
+        GANTRY_TLS_KEY_FILE: '/etc/gantry/tls.key',
         UNRELATED: 'x',
       }),
       {
@@ -273,6 +275,8 @@ describe('overridesFromEnv', () => {
         'storage.s3.prefix': undefined,
         'storage.s3.forcePathStyle': undefined,
         'storage.s3.maxBytes': undefined,
+        'tls.certFile': '/etc/gantry/tls.crt',
+        'tls.keyFile': '/etc/gantry/tls.key',
         upstreamUrl: 'https://mirror.example',
         upstreamUsername: 'bob',
         upstreamPassword: 'hunter2',
@@ -587,7 +591,7 @@ describe('the settings table', () => {
     assert.deepEqual(Object.keys(overridesFromEnv({})).sort(), [
       'cacheDir', 'cluster.advertiseUrl', 'cluster.nodeId', 'cluster.peerToken', 'cluster.redis.url', 'listen', 'logLevel', 'maxCacheBytes',
       'storage.s3.bucket', 'storage.s3.endpoint', 'storage.s3.forcePathStyle', 'storage.s3.maxBytes', 'storage.s3.prefix', 'storage.s3.region',
-      'tagTtlSeconds', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers',
+      'tagTtlSeconds', 'tls.certFile', 'tls.keyFile', 'upstreamPassword', 'upstreamUrl', 'upstreamUsername', 'workers',
     ]);
   });
 
