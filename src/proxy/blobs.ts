@@ -1,4 +1,4 @@
-import { isClientOwned, type ClientCredential } from '../auth/credentials.ts';
+import { isClientOwned } from '../auth/credentials.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryError } from '../oci/errors.ts';
 import { X_CACHE, type CacheResult } from '../oci/headers.ts';
@@ -7,20 +7,18 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { BlobWriter, ByteRange } from '../store/blob-store-api.ts';
 import { iterableSource, onClose, type ChunkSource } from '../store/chunk-source.ts';
 import type { ContentCache } from '../store/content-cache.ts';
-import { teeToShared, type SharedTier } from '../store/shared-tier.ts';
-import type { Coordinator, FillLease, LeaseHolder } from '../cluster/coordinator.ts';
-import { openPeerBlob } from '../cluster/peer-client.ts';
-import { setTimeout as sleep } from 'node:timers/promises';
+import type { SharedTier } from '../store/shared-tier.ts';
 import type { BlobResponse } from '../upstream/registry-api.ts';
 import type { TransferPriority } from '../upstream/rate-limiter.ts';
-import type { ResolvedTarget } from '../upstream/upstreams.ts';
-import type { AccessGuard, AccessProbe } from './access-guard.ts';
+import type { AccessGuard } from './access-guard.ts';
+import { fetchBlob, probe, type BlobRequest } from './blob-request.ts';
 import { Fill } from './fill.ts';
-import { resumableBody } from './resumable-body.ts';
+import { FillSources, type FillSourcesOptions, type FillTerms } from './fill-sources.ts';
 import { Semaphore } from './semaphore.ts';
 import { createVerifyingStream } from './verifying-stream.ts';
 
-export type BlobRequest = ResolvedTarget & { digest: Digest; auth: ClientCredential };
+// Callers of PullThroughBlobs name its request type from here.
+export type { BlobRequest } from './blob-request.ts';
 
 /**
  * A blob ready to serve, in one shape however it was found: cached, being
@@ -58,22 +56,9 @@ const HOT_BLOB_MAX_BYTES = 1024 * 1024;
  * A fill in flight. `priority` is what its upstream transfer asks the bandwidth limiters for: a
  * prefetch starts it as `background`, and the first client that joins makes it `client`.
  */
-type Running = { fill: Fill; restricted: boolean; priority: TransferPriority; lease?: { release(): Promise<void> } | undefined };
+type Running = FillTerms & { fill: Fill };
 /** A fill that started, or the upstream answer to stream through because the cache could not take it. */
 type Started = Running | { bypass: BlobResponse };
-/** Where a fill's bytes come from (see PullThroughBlobs.source). */
-type FillSource =
-  | { from: 'shared' | 'peer'; size: number; restricted: boolean; body: AsyncIterable<Uint8Array> }
-  | { from: 'upstream'; size: number | undefined; restricted: boolean; res: BlobResponse; lease: { release(): Promise<void> } | undefined };
-/** A blob missing here and in the shared tier: a peer's stream, or the upstream's answer (with this node's lease, if taken). */
-type ClusterSource =
-  | { from: 'peer'; holder: LeaseHolder; size: number; body: AsyncIterable<Uint8Array> }
-  | { from: 'upstream'; res: BlobResponse; lease: { release(): Promise<void> } | undefined };
-/** How long a follower waits for a dead lease holder's lease to expire before it downloads alone (the lease lives 6 s). */
-const LEASE_WAIT_MS = 8_000;
-const LEASE_POLL_MS = 250;
-/** Reads of a local copy being published to the shared tier. */
-const PUBLISH_CHUNK_BYTES = 1024 * 1024;
 /** What joiners of a fill see: the fill, or undefined when it was bypassed (they then fetch their own stream). */
 type Inflight = Running | undefined;
 
@@ -101,7 +86,7 @@ export type PullThroughBlobsOptions = {
   /** Content shared with other nodes (S3), looked in before the upstream; none for a node alone. */
   shared?: SharedTier | undefined;
   /** The nodes sharing a cache: one download per blob for all of them (cluster/); none for a node alone. */
-  cluster?: { coordinator: Coordinator; peerToken: string } | undefined;
+  cluster?: FillSourcesOptions['cluster'];
 };
 
 /**
@@ -115,11 +100,14 @@ export class PullThroughBlobs {
   private readonly inflight = new Map<Digest, Promise<Inflight>>();
   private readonly opts: PullThroughBlobsOptions;
   private readonly fillSlots: Semaphore;
+  /** Where each fill's bytes come from: the shared tier, a peer, or the upstream. */
+  private readonly sources: FillSources;
   private diskTroubleUntil = 0;
 
   constructor(opts: PullThroughBlobsOptions) {
     this.opts = opts;
     this.fillSlots = new Semaphore(opts.maxConcurrentFills, opts.fillQueueTimeoutMs);
+    this.sources = new FillSources(opts);
   }
 
   async open(req: BlobRequest, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
@@ -131,7 +119,7 @@ export class PullThroughBlobs {
     // A fill may have committed while we looked at the disk.
     const raced = this.opts.cache.peek(req.digest) ? await this.openLocal(req, rangeHeader, parseRange) : undefined;
     if (raced) return raced;
-    if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await this.fetch(req, undefined));
+    if (Date.now() < this.diskTroubleUntil) return this.streamThrough(req, await fetchBlob(req, undefined));
     return this.lead(req, rangeHeader, parseRange);
   }
 
@@ -190,7 +178,7 @@ export class PullThroughBlobs {
   /** Ride along on a fill in progress: its error is ours; if it was bypassed, fetch a verified stream of our own. */
   private async join(req: BlobRequest, pending: Promise<Inflight>, rangeHeader: string | undefined, parseRange: RangeParser): Promise<OpenedBlob> {
     const started = await pending;
-    if (!started) return this.streamThrough(req, await this.fetch(req, undefined));
+    if (!started) return this.streamThrough(req, await fetchBlob(req, undefined));
     // Never let a request ride along on a download made with someone else's credential unchecked.
     if (started.restricted) await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
     // A client now waits on it: a prefetch's fill goes on at client priority.
@@ -274,11 +262,6 @@ export class PullThroughBlobs {
     if (!isClientOwned(req.auth)) await this.opts.cache.markPublic(req.digest);
   }
 
-  /** GET the blob upstream (from `offset` with a Range request when resuming). */
-  private fetch(req: BlobRequest, signal: AbortSignal | undefined, offset = 0): Promise<BlobResponse> {
-    return req.upstream.getBlob(req.remoteName, req.digest, { auth: req.auth, signal, offset });
-  }
-
   /** Verified bytes straight from the upstream, not cached: served whole (RFC 9110 lets a server ignore Range). */
   private streamThrough(req: BlobRequest, res: BlobResponse): OpenedBlob {
     const body = res.body.pipe(createVerifyingStream(req.digest, res.size));
@@ -292,7 +275,7 @@ export class PullThroughBlobs {
     let handedOver = false;
     try {
       const signal = AbortSignal.any([this.opts.shutdown, AbortSignal.timeout(this.opts.fillTimeoutMs)]);
-      const source = await this.source(req, signal);
+      const source = await this.sources.open(req, signal);
       const { restricted } = source;
       const upstreamHost = req.upstream.host;
       const { cache, metrics, log } = this.opts;
@@ -302,19 +285,14 @@ export class PullThroughBlobs {
       } catch (err) {
         // Can't even start writing: stream this one through and stop trying for a while.
         this.diskTrouble(err);
-        if (source.from !== 'upstream') return { bypass: await this.bypassOther(req, source.body) };
-        void source.lease?.release();
-        return { bypass: source.res };
+        return { bypass: await this.sources.bypass(req, source) };
       }
-      // Fetched upstream: the shared tier gets a copy, published once the local commit verified it;
-      // the cluster's lease is held until then, so no node goes upstream for it in between.
+      // The shared tier's copy being completed, once there is one: the cluster's lease is held
+      // until it is, so no node goes upstream for the blob in between.
       let published: Promise<void> | undefined;
-      if (source.from === 'upstream' && this.opts.shared) {
-        const upload = this.opts.shared.upload(req.digest, source.size, { restricted, mediaType: 'application/octet-stream' });
-        writer = teeToShared(writer, upload, (p) => {
-          published = p;
-        });
-      }
+      writer = this.sources.withSharedCopy(req, source, writer, (p) => {
+        published = p;
+      });
       const fill = new Fill({
         digest: req.digest,
         expectedSize: source.size,
@@ -325,12 +303,12 @@ export class PullThroughBlobs {
       metrics.inflightFills.inc();
       const started = performance.now();
       handedOver = true;
-      void fill.run(this.fillBody(req, source, signal, running)).then((outcome) => {
+      void fill.run(this.sources.body(req, source, signal, running)).then((outcome) => {
         this.inflight.delete(req.digest);
         release();
         // A download this node took over from a dead holder reached it partly through a peer:
         // the shared tier gets it from the verified local copy instead.
-        if (outcome === 'committed' && source.from === 'peer' && running.lease) published = this.publishLocal(req.digest, restricted);
+        if (outcome === 'committed' && source.from === 'peer' && running.lease) published = this.sources.publishLocal(req.digest, restricted);
         void (published ?? Promise.resolve()).finally(() => void running.lease?.release());
         metrics.inflightFills.dec();
         metrics.fills.inc({ outcome });
@@ -347,130 +325,6 @@ export class PullThroughBlobs {
     } finally {
       if (!handedOver) release();
     }
-  }
-
-  /**
-   * Where a fill's bytes come from: the shared tier when it has the blob, else the node already
-   * downloading it for the cluster, else the upstream (under the cluster's lease when there is
-   * one). Restricted content from the tier or a peer is served only after the same access check
-   * a local hit gets.
-   */
-  private async source(req: BlobRequest, signal: AbortSignal): Promise<FillSource> {
-    // A node downloading it now means S3 cannot have it yet: skip that round trip and follow the
-    // download (under load, an S3 miss cost followers on other nodes most of a second).
-    const downloading = await this.opts.cluster?.coordinator.holderOf(req.digest);
-    const shared = downloading ? undefined : await this.opts.shared?.open(req.digest);
-    if (shared) {
-      await this.checkOrDrop(req, shared.meta.restricted, shared.body);
-      return { from: 'shared', size: shared.size, restricted: shared.meta.restricted, body: shared.body };
-    }
-    const restricted = isClientOwned(req.auth);
-    const got = await this.clusterOrUpstream(req, restricted, 0, signal);
-    if (got.from === 'peer') {
-      await this.checkOrDrop(req, got.holder.restricted, got.body);
-      return { from: 'peer', size: got.size, restricted: got.holder.restricted, body: got.body };
-    }
-    return { from: 'upstream', size: got.res.size, restricted, res: got.res, lease: got.lease };
-  }
-
-  private async checkOrDrop(req: BlobRequest, restricted: boolean, body: AsyncIterable<Uint8Array>): Promise<void> {
-    if (!restricted) return;
-    try {
-      await this.opts.guard.check(req.upstream, req.remoteName, probe(req), req.auth);
-    } catch (err) {
-      destroyBody(body);
-      throw err;
-    }
-  }
-
-  /**
-   * Bytes from `offset` of a blob neither this node nor the shared tier has: streamed from the node
-   * holding the cluster's lease on it, or fetched upstream under a lease taken here. A holder that
-   * cannot be reached (killed mid-download) is waited out until its lease expires, so one node, not
-   * every follower, resumes the download upstream. Without a cluster: the upstream, as always.
-   */
-  private async clusterOrUpstream(req: BlobRequest, restricted: boolean, offset: number, signal: AbortSignal): Promise<ClusterSource> {
-    const cluster = this.opts.cluster;
-    const deadline = Date.now() + LEASE_WAIT_MS;
-    for (;;) {
-      const lease: FillLease = cluster ? await cluster.coordinator.fillLease(req.digest, restricted) : { kind: 'alone' };
-      if (lease.kind === 'peer' && cluster) {
-        const peer = await openPeerBlob(lease.holder.url, cluster.peerToken, req.digest, offset);
-        if (peer !== 'unreachable' && peer !== 'absent') {
-          const counted = countBytes(peer.body, (n) => this.opts.metrics.peerBytes.inc({ direction: 'received' }, n));
-          return { from: 'peer', holder: lease.holder, size: peer.size, body: withDestroy(counted, peer.body) };
-        }
-        if (peer === 'unreachable' && Date.now() < deadline) {
-          await sleep(LEASE_POLL_MS, undefined, { signal });
-          continue;
-        }
-      }
-      try {
-        const res = await this.fetch(req, signal, offset);
-        return { from: 'upstream', res, lease: lease.kind === 'mine' ? lease : undefined };
-      } catch (err) {
-        if (lease.kind === 'mine') await lease.release();
-        throw err;
-      }
-    }
-  }
-
-  /** The bytes a fill runs on: resumed from where they were cut (Range), upstream ones paced and counted. */
-  private fillBody(req: BlobRequest, source: FillSource, signal: AbortSignal, running: Running): AsyncIterable<Uint8Array> {
-    const { metrics, log, shared } = this.opts;
-    const resumeOpts = { maxResumes: this.opts.fillResumeAttempts, signal, log, onResume: () => metrics.fillResumes.inc() };
-    if (source.from === 'upstream') {
-      const upstreamHost = req.upstream.host;
-      const body = resumableBody(source.res.body, async (offset) => (await this.fetch(req, signal, offset)).body, resumeOpts);
-      const paced = req.upstream.throttle(body, () => running.priority);
-      return countBytes(paced, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: upstreamHost }, n));
-    }
-    if (source.from === 'shared') {
-      const body = resumableBody(source.body, async (offset) => {
-        const rest = await shared?.open(req.digest, offset);
-        if (!rest) throw new Error('the shared tier lost the blob mid-read');
-        return rest.body;
-      }, resumeOpts);
-      return countBytes(body, (n) => metrics.sharedBytes.inc({ direction: 'read' }, n));
-    }
-    // From a peer: if it goes away mid-blob, the rest comes from whoever has it now (the shared
-    // tier, another node that took over) or from the upstream under a lease taken over here.
-    return resumableBody(source.body, async (offset) => {
-      const fromTier = await shared?.open(req.digest, offset);
-      if (fromTier) return fromTier.body;
-      const got = await this.clusterOrUpstream(req, running.restricted, offset, signal);
-      if (got.from === 'peer') return got.body;
-      if (got.lease) {
-        running.lease = got.lease;
-        metrics.leases.inc({ result: 'taken_over' });
-      }
-      return countBytes(got.res.body, (n) => metrics.upstreamBytes.inc({ kind: 'blob', upstream: req.upstream.host }, n));
-    }, resumeOpts);
-  }
-
-  /** Copy a committed local blob to the shared tier (verified already: it is committed). */
-  private async publishLocal(digest: Digest, restricted: boolean): Promise<void> {
-    const shared = this.opts.shared;
-    const local = await this.opts.cache.open(digest).catch(() => undefined);
-    if (!shared || !local) return;
-    const upload = shared.upload(digest, local.size, { restricted, mediaType: 'application/octet-stream' });
-    const buf = Buffer.allocUnsafe(PUBLISH_CHUNK_BYTES);
-    try {
-      for (let chunk = await local.source.read(buf); chunk; chunk = await local.source.read(buf)) await upload.write([Buffer.from(chunk)]);
-    } catch (err) {
-      this.opts.log.warn({ digest, err: (err as Error).message }, 'could not read the local copy for the shared tier');
-      await upload.abort();
-      return;
-    } finally {
-      local.source.close();
-    }
-    await upload.complete();
-  }
-
-  /** The cache cannot take a blob found in the shared tier or at a peer: stream the upstream's copy through, as for any miss then. */
-  private async bypassOther(req: BlobRequest, body: AsyncIterable<Uint8Array>): Promise<BlobResponse> {
-    destroyBody(body);
-    return this.fetch(req, undefined);
   }
 
   private diskTrouble(err: unknown): void {
@@ -506,25 +360,4 @@ function withResult(result: CacheResult, rangeHeader: string | undefined, parseR
 
 function cacheUnwritable(): RegistryError {
   return new RegistryError('UNAVAILABLE', { message: 'the cache cannot take writes right now (see the log); nothing was fetched' });
-}
-
-function probe(req: BlobRequest): AccessProbe {
-  return { blob: req.digest };
-}
-
-async function* countBytes(body: AsyncIterable<Uint8Array>, add: (n: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of body) {
-    add(chunk.length);
-    yield chunk;
-  }
-}
-
-/** A wrapped body that can still be let go of (destroying the stream it reads). */
-function withDestroy(body: AsyncIterable<Uint8Array>, inner: { destroy(): unknown }): AsyncIterable<Uint8Array> & { destroy(): void } {
-  return Object.assign(body, { destroy: () => void inner.destroy() });
-}
-
-/** Let go of a body that will not be read (its connection goes back or closes). */
-function destroyBody(body: AsyncIterable<Uint8Array>): void {
-  (body as { destroy?: () => void }).destroy?.();
 }
