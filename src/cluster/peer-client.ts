@@ -7,7 +7,8 @@ const HEADERS_TIMEOUT_MS = 5_000;
 /** A filling node streams as its upstream does: silence this long means it is gone. */
 const BODY_TIMEOUT_MS = 30_000;
 
-export type PeerBlob = { size: number; body: AsyncIterable<Uint8Array> & { destroy(): unknown } };
+/** `size` is undefined when the peer's own upstream sent no length (then only offset 0 is asked for). */
+export type PeerBlob = { size: number | undefined; body: AsyncIterable<Uint8Array> & { destroy(): unknown } };
 
 /**
  * Another node's copy of a blob it is downloading (or has), from `offset`: 'absent' when it has
@@ -28,9 +29,10 @@ export async function openPeerBlob(peerUrl: string, peerToken: string, digest: D
   }
   const expected = offset > 0 ? 206 : 200;
   const size = res.statusCode === expected ? totalSize(res.headers, offset) : undefined;
+  if (offset === 0 && res.statusCode === 200 && res.headers['content-length'] === undefined) return { size: undefined, body: res.body };
   if (size === undefined) {
     res.body.destroy();
-    // A node that answers but has no copy (its download failed, or had no length): not worth waiting for.
+    // A node that answers but has no copy (its download failed), or no range of one of unknown length: not worth waiting for.
     return res.statusCode >= 500 ? 'unreachable' : 'absent';
   }
   return { size, body: res.body };

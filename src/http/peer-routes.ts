@@ -34,11 +34,15 @@ export function createPeerRoutes(svc: PeerServices): Hono<AppEnv> {
     }
     const found = await svc.blobs.forPeer(digest);
     if (!found) throw new RegistryError('BLOB_UNKNOWN', { message: 'this node has no copy of the blob' });
-    const range = parseRange(c.req.header('range'), found.size);
-    const source = await found.open(range ?? { start: 0, end: found.size });
+    const { size } = found;
+    // A download of unknown length is streamed whole (chunked): a range of it cannot be said yet.
+    if (size === undefined && c.req.header('range') !== undefined) throw new RegistryError('BLOB_UNKNOWN', { message: 'this node cannot send a range of a blob whose length it does not know yet' });
+    const range = size === undefined ? undefined : parseRange(c.req.header('range'), size);
+    const source = await found.open(range?.start ?? 0, range?.end ?? size);
     if (!source) throw new RegistryError('BLOB_UNKNOWN', { message: 'this node has no copy of the blob' });
-    const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': range ? range.end - range.start : found.size };
-    if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end - 1}/${found.size}`;
+    const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream' };
+    if (size !== undefined) headers['Content-Length'] = range ? range.end - range.start : size;
+    if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end - 1}/${size}`;
     sender.send(c.env.outgoing, range ? 206 : 200, headers, { body: source, stored: false }, c.get('stats'), c.get('log')());
     c.env.outgoing.once('close', () => svc.metrics.peerBytes.inc({ direction: 'sent' }, c.get('stats').bytes));
     return RESPONSE_ALREADY_SENT;

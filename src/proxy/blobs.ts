@@ -206,20 +206,18 @@ export class PullThroughBlobs {
 
   /**
    * For another node (http/peer-routes.ts): this node's bytes of a blob it is downloading or has,
-   * whatever the range. Never starts a download and never checks access: the asking node checks
-   * its own client, as for any restricted content. Undefined when this node has neither, or the
-   * download's size is unknown (no Content-Length upstream).
+   * from `start` (to `end`). Never starts a download and never checks access: the asking node
+   * checks its own client, as for any restricted content. Undefined when this node has neither.
+   * `size` is undefined while a download whose upstream sent no Content-Length runs.
    */
-  async forPeer(digest: Digest): Promise<{ size: number; open(range: ByteRange): Promise<ChunkSource | undefined> } | undefined> {
+  async forPeer(digest: Digest): Promise<{ size: number | undefined; open(start: number, end?: number): Promise<ChunkSource | undefined> } | undefined> {
     const pending = this.inflight.get(digest);
     const running = pending ? await pending.catch(() => undefined) : undefined;
     const fill = running?.fill;
-    if (fill && fill.state !== 'failed' && fill.expectedSize !== undefined) {
-      return { size: fill.expectedSize, open: async (range) => fill.openSource(range.start, range.end) };
-    }
+    if (fill && fill.state !== 'failed') return { size: fill.expectedSize, open: async (start, end) => fill.openSource(start, end) };
     const entry = this.opts.cache.peek(digest);
     if (!entry) return undefined;
-    return { size: entry.size, open: async (range) => (await this.opts.cache.open(digest, range))?.source };
+    return { size: entry.size, open: async (start, end) => (await this.opts.cache.open(digest, { start, end: end ?? entry.size }))?.source };
   }
 
   /** HEAD never starts a download: local size, in-flight size, else the upstream's HEAD. */

@@ -18,11 +18,11 @@ import { resumableBody } from './resumable-body.ts';
 export type Lease = { release(): Promise<void> };
 /** Where a fill's bytes come from (see FillSources.open). */
 export type FillSource =
-  | { from: 'shared' | 'peer'; size: number; restricted: boolean; body: AsyncIterable<Uint8Array> }
+  | { from: 'shared' | 'peer'; size: number | undefined; restricted: boolean; body: AsyncIterable<Uint8Array> }
   | { from: 'upstream'; size: number | undefined; restricted: boolean; res: BlobResponse; lease: Lease | undefined };
 /** A blob missing here and in the shared tier: a peer's stream, or the upstream's answer (with this node's lease, if taken). */
 type ClusterSource =
-  | { from: 'peer'; holder: LeaseHolder; size: number; body: AsyncIterable<Uint8Array> }
+  | { from: 'peer'; holder: LeaseHolder; size: number | undefined; body: AsyncIterable<Uint8Array> }
   | { from: 'upstream'; res: BlobResponse; lease: Lease | undefined };
 /**
  * The terms a running fill's bytes are read under: `priority` is read by the upstream's bandwidth

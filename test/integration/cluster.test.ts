@@ -34,6 +34,8 @@ const ALICE = { username: 'alice', password: 'alice-pw' };
 const aliceBasic = `Basic ${Buffer.from('alice:alice-pw').toString('base64')}`;
 const nodes: Mirror[] = [];
 const processes: GantryProcess[] = [];
+/** The upstream sends this one without a Content-Length (chunked), as some CDNs do. */
+const unsized = randomBlob(20 * MiB, 'cluster-unsized');
 
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'gantry-cluster-'));
@@ -43,7 +45,7 @@ before(async () => {
   client.destroy();
   Object.assign(process.env, { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region });
   // 25 MB/s: the issue's uplink, so a 100 MiB fill takes ~4 s and every follower joins mid-fill.
-  fwd = await startCountingForwarder({ target: origin.url, bytesPerSecond: 25_000_000 });
+  fwd = await startCountingForwarder({ target: origin.url, bytesPerSecond: 25_000_000, withoutLength: (r) => r.method === 'GET' && r.path.includes(unsized.digest) });
   privFwd = await startCountingForwarder({ target: privateOrigin.url, bytesPerSecond: 25_000_000 });
 });
 
@@ -137,6 +139,24 @@ describe('one fill per cluster', () => {
       assert.equal(await metricValue(n.url, 'gantry_peer_bytes_total', { direction: 'received' }), blob.bytes.length);
     }
     assert.equal(await metricValue(a.url, 'gantry_peer_bytes_total', { direction: 'sent' }), 2 * blob.bytes.length);
+  });
+
+  test('a blob the upstream sends without a Content-Length: still one upstream GET for the cluster, streamed to the other node as it arrives', async () => {
+    const [a, b] = [await startNode('ua', { s3: false }), await startNode('ub', { s3: false })];
+    await pushBlob(origin.url, 'team/app', unsized);
+    const first = pull(a, 'ua', unsized);
+    await waitFor('the download to start', () => fwd.count({ method: 'GET', pathIncludes: unsized.digest }) === 1, { timeoutMs: 10_000 });
+    const upstreamDone = waitFor('the upstream body to end', () => fwd.requests.find((r) => r.method === 'GET' && r.path.includes(unsized.digest))?.done && performance.now(), { timeoutMs: 60_000, intervalMs: 10 });
+    const rest = [pull(a, 'ua', unsized), ...Array.from({ length: 3 }, () => pull(b, 'ub', unsized))];
+    const pulls = await Promise.all([first, ...rest]);
+    const fillEnd = await upstreamDone;
+    for (const p of pulls) {
+      assert.deepEqual([p.status, p.bytes, p.digestOk], [200, unsized.bytes.length, true], `node ${p.node}`);
+      assert.ok(p.firstByteAt < fillEnd, `node ${p.node}: first byte before the download completed`);
+    }
+    assert.equal(fwd.count({ method: 'GET', pathIncludes: unsized.digest }), 1, 'one upstream GET for the whole cluster');
+    assert.equal(await metricValue(b.url, 'gantry_fill_leases_total', { result: 'peer' }), 1);
+    assert.equal(await metricValue(b.url, 'gantry_peer_bytes_total', { direction: 'received' }), unsized.bytes.length);
   });
 
   test('the peer endpoint serves nobody without the peer secret', async () => {
