@@ -22,6 +22,7 @@ import { Coordinator } from './cluster/coordinator.ts';
 import { SharedPins } from './cluster/shared-pins.ts';
 import { sealer } from './cluster/seal.ts';
 import { redisRecencyIndex } from './cluster/recency-index.ts';
+import { SharedJobs } from './cluster/shared-jobs.ts';
 import { S3Budget } from './store/s3-budget.ts';
 import { hostname } from 'node:os';
 import type { SharedTier } from './store/shared-tier.ts';
@@ -212,7 +213,8 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds, cluster ? tokenStore(cluster) : undefined);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
-  const prefetch = new PrefetchJobs({ manifests, blobs, cache, store: cache.records('prefetch-jobs'), resolve: (ref) => upstreams.forImage(ref), metrics, log });
+  const board = cluster ? new SharedJobs(cluster.coordinator, nodeIdOf(config), log) : undefined;
+  const prefetch = new PrefetchJobs({ manifests, blobs, cache, store: cache.records('prefetch-jobs'), resolve: (ref) => upstreams.forImage(ref), metrics, log, board });
   await prefetch.load();
 
   let closing: Promise<void> | undefined;

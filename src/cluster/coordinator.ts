@@ -125,8 +125,11 @@ export class Coordinator {
     });
   }
 
-  /** Run `fn` against Redis; `fallback` at once while it is down, or when the command fails. */
-  private async command<T>(fallback: T, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` against Redis; `fallback` at once while it is down, or when the command fails. For
+   * the other cluster/ modules too, so every use of Redis falls back the same way.
+   */
+  async command<T>(fallback: T, fn: (redis: Redis) => Promise<T>): Promise<T> {
     if (!this.up) return fallback;
     try {
       return await fn(this.redis);

@@ -6,8 +6,9 @@ import type { AppEnv } from './app-env.ts';
 /** What the routes need of the job runner (prefetch/jobs.ts). */
 export type PrefetchService = {
   submit(req: PrefetchRequest): Promise<PrefetchJob>;
-  get(id: string): PrefetchJob | undefined;
-  list(): PrefetchJob[];
+  /** In a cluster these ask Redis too (never failing on it), hence async. */
+  get(id: string): Promise<PrefetchJob | undefined>;
+  list(): Promise<PrefetchJob[]>;
 };
 
 /** A job request is a short list of references; anything bigger is not one. */
@@ -16,7 +17,7 @@ const MAX_BODY_BYTES = 1024 * 1024;
 /**
  * `POST /admin/prefetch` `{"images": [...], "platforms": [...], "pin": false}` answers 202 with the
  * job (and its URL in Location); `GET /admin/prefetch/<id>` follows it; `GET /admin/prefetch`
- * lists the kept jobs, newest first. Bad input is a 400 whose OCI error message names the field.
+ * lists the kept jobs, newest first. In a cluster, any node answers for any node's job. Bad input is a 400 whose OCI error message names the field.
  */
 export function registerPrefetchRoutes(app: Hono<AppEnv>, svc: PrefetchService): void {
   // Mounted on the admin sub-app: its guard (loopback, admin token) has run.
@@ -31,9 +32,9 @@ export function registerPrefetchRoutes(app: Hono<AppEnv>, svc: PrefetchService):
     }
     return c.json(job, 202, { Location: `/admin/prefetch/${job.id}` });
   });
-  app.get('/prefetch', (c) => c.json({ jobs: svc.list() }));
-  app.get('/prefetch/:id', (c) => {
-    const job = svc.get(c.req.param('id'));
+  app.get('/prefetch', async (c) => c.json({ jobs: await svc.list() }));
+  app.get('/prefetch/:id', async (c) => {
+    const job = await svc.get(c.req.param('id'));
     if (!job) throw new RegistryError('NAME_UNKNOWN', { message: `no prefetch job ${JSON.stringify(c.req.param('id').slice(0, 64))}` });
     return c.json(job);
   });

@@ -27,6 +27,8 @@ export type PrefetchJob = {
   platforms: string[];
   pin: boolean;
   images: PrefetchImage[];
+  /** In a cluster, the node that runs (or ran) the job; absent on a single node and in older records. */
+  node?: string;
 };
 
 /** What `POST /admin/prefetch` asks for, validated and normalised. */
@@ -107,7 +109,7 @@ export function isPrefetchJob(value: unknown): value is PrefetchJob {
   const j = value as Record<string, unknown>;
   return typeof j['id'] === 'string' && isOneOf(j['state'], ['queued', 'running', 'done', 'failed']) && typeof j['createdAt'] === 'string'
     && typeof j['pin'] === 'boolean' && Array.isArray(j['platforms']) && j['platforms'].every((p) => typeof p === 'string')
-    && Array.isArray(j['images']) && j['images'].every(isPrefetchImage);
+    && Array.isArray(j['images']) && j['images'].every(isPrefetchImage) && (j['node'] === undefined || typeof j['node'] === 'string');
 }
 
 function isPrefetchImage(value: unknown): value is PrefetchImage {

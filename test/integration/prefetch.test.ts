@@ -13,6 +13,7 @@ import { request } from 'undici';
 import { MANIFEST_ACCEPT, buildImage, buildIndex, pushImage, randomBlob, type BuiltImage, type BuiltIndex } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
 import { startGantryProcess, type GantryProcess } from '../helpers/gantry-process.ts';
+import { api, finished, jobOf, submit, type Job } from '../helpers/prefetch-api.ts';
 import { startUpstreamRegistry, type UpstreamRegistry } from '../helpers/upstream-registry.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 
@@ -25,8 +26,6 @@ const nginx = buildIndex({ format: 'docker', seed: 'readme-nginx', platforms: [{
 const redis = buildImage({ format: 'oci', seed: 'readme-redis' });
 /** Two 3 MiB layers: behind a 2 MiB/s forwarder, a fill takes long enough to join or to kill. */
 const big = buildImage({ format: 'oci', seed: 'prefetch-big', layers: [gzipSync(randomBlob(3 << 20, 'pf-1').bytes, { level: 0 }), gzipSync(randomBlob(3 << 20, 'pf-2').bytes, { level: 0 })] });
-
-type Job = { id: string; state: string; images: Array<{ ref: string; digest?: string; state: string; blobs: number; blobsDone: number; bytes: number; bytesDone: number; error?: string }> };
 
 let registry: UpstreamRegistry;
 let fwd: CountingForwarder;
@@ -74,31 +73,6 @@ async function gantryPrefetch(...args: string[]): Promise<{ code: number; stdout
     const e = err as { code?: unknown; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
   }
-}
-
-async function api(url: string, method: 'GET' | 'POST', body?: string): Promise<{ status: number; json: unknown }> {
-  const res = await request(url, { method, body: body ?? null, headers: body === undefined ? {} : { 'content-type': 'application/json' }, headersTimeout: 10_000, bodyTimeout: 10_000 });
-  const text = await res.body.text();
-  return { status: res.statusCode, json: text === '' ? undefined : (JSON.parse(text) as unknown) };
-}
-
-async function submit(g: GantryProcess, body: unknown): Promise<Job> {
-  const r = await api(`${g.url}/admin/prefetch`, 'POST', JSON.stringify(body));
-  assert.equal(r.status, 202, JSON.stringify(r.json));
-  return r.json as Job;
-}
-
-async function jobOf(g: GantryProcess, id: string): Promise<Job> {
-  const r = await api(`${g.url}/admin/prefetch/${id}`, 'GET');
-  assert.equal(r.status, 200, JSON.stringify(r.json));
-  return r.json as Job;
-}
-
-async function finished(g: GantryProcess, id: string, timeoutMs = 30_000): Promise<Job> {
-  return waitFor(`prefetch job ${id} to finish`, async () => {
-    const job = await jobOf(g, id);
-    return job.state === 'done' || job.state === 'failed' ? job : undefined;
-  }, { timeoutMs, intervalMs: 100 });
 }
 
 async function get(url: string): Promise<Buffer> {

@@ -57,6 +57,13 @@ describe('job state', () => {
     assert.ok(!isPrefetchJob({ ...job, platforms: [1] }));
     assert.ok(!isPrefetchJob('abc'));
   });
+
+  test('the node that runs a job is optional: records written before clusters named it are read', () => {
+    const job = newJob('abc', { images: ['docker.io/library/a:1'], platforms: [], pin: false }, new Date(0));
+    assert.ok(!('node' in job), 'a single node names none');
+    assert.ok(isPrefetchJob({ ...job, node: 'gantry-a' }));
+    assert.ok(!isPrefetchJob({ ...job, node: 1 }));
+  });
 });
 
 describe('isTransient: which failures a prefetch rides out', () => {
