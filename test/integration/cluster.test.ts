@@ -8,6 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { buildImage, makeLayer, MANIFEST_ACCEPT, pushBlob, pushImage, randomBlob, type Blob } from '../fixtures/images.ts';
 import { startCountingForwarder, type CountingForwarder } from '../helpers/counting-forwarder.ts';
@@ -175,6 +178,39 @@ describe('one fill per cluster', () => {
     assert.equal(unknown.statusCode, 404, 'never starts a download for a peer');
     await unknown.body.dump();
     assert.equal(fwd.count({ pathIncludes: digest }), 0);
+  });
+
+  test('a peer that sends wrong bytes is caught like an upstream: the client is cut, nothing is kept here or in S3, the next pull is right', async () => {
+    const node = await startNode('v', { s3Extra: { prefix: 'liar/' } });
+    const blob = randomBlob(2 * MiB, 'cluster-liar');
+    await pushBlob(origin.url, 'team/app', blob);
+    // A "node" that holds the lease on the blob and answers its peer endpoint with other bytes of the same length.
+    const liar = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.bytes.length });
+      res.end(randomBlob(blob.bytes.length, 'cluster-liar-wrong').bytes);
+    });
+    const liarPort = await new Promise<number>((ok) => liar.listen(0, '127.0.0.1', () => ok((liar.address() as AddressInfo).port)));
+    const redisClient = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    const lease = `gantry:fill:${blob.digest}`;
+    try {
+      await redisClient.set(lease, JSON.stringify({ node: 'liar', url: `http://127.0.0.1:${liarPort}`, restricted: false }), 'PX', 30_000);
+      const cut = await pull(node, 'v', blob).catch((err: unknown) => err as Error);
+      assert.ok(cut instanceof Error || cut.bytes < blob.bytes.length, 'the client never gets a whole body of wrong bytes');
+      assert.equal(fwd.count({ method: 'GET', pathIncludes: blob.digest }), 0, 'the peer answered: nothing went upstream');
+      await waitFor('the failed fill counted', async () => (await metricValue(node.url, 'gantry_fills_total', { outcome: 'digest_mismatch' })) >= 1, { timeoutMs: 5_000, intervalMs: 50 });
+      const client = s3ClientFor(s3);
+      const inS3 = await client.send(new HeadObjectCommand({ Bucket: 'cluster', Key: `liar/blobs/${blob.digest.replace(':', '/')}` })).then(() => true, () => false);
+      client.destroy();
+      assert.equal(inS3, false, 'no object under the content key');
+      await redisClient.del(lease);
+      const right = await pull(node, 'v', blob);
+      assert.deepEqual([right.status, right.digestOk], [200, true]);
+      assert.equal(fwd.count({ method: 'GET', pathIncludes: blob.digest }), 1, 'fetched from the upstream, since nothing wrong was kept');
+    } finally {
+      redisClient.disconnect();
+      liar.closeAllConnections();
+      liar.close();
+    }
   });
 
   test('Redis stopped: every node keeps serving alone and says so; once it is back, fills are shared again', async () => {
