@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { AccessGuard } from './proxy/access-guard.ts';
 import { PullThroughBlobs } from './proxy/blobs.ts';
 import { PassthroughListings } from './proxy/listings.ts';
+import { tagTtlPolicy } from './proxy/tag-policy.ts';
 import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
@@ -191,7 +192,6 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   sharedPins?.start();
   const budget = shared instanceof S3Tier && config.storage.s3.maxBytes > 0 ? s3Budget(shared, config, { cache, coordinator, shared: sharedPins }, { metrics, log }) : undefined;
   budget?.start();
-  const ttlByHost = new Map(config.upstreams.map((u) => [u.host, (u.tagTtlSeconds ?? config.tagTtlSeconds) * 1000]));
   const guard = new AccessGuard({ ttlSeconds: config.auth.accessCheckTtlSeconds, failClosed: config.auth.failClosed, metrics, log, records: cluster?.coordinator });
   const blobs = new PullThroughBlobs({
     cache, guard, metrics, log,
@@ -206,7 +206,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
   });
   const manifests = new PullThroughManifests({
     cache, guard, metrics, log, maxBytes: config.maxManifestBytes,
-    tagTtlMs: (host) => ttlByHost.get(host) ?? config.tagTtlSeconds * 1000,
+    tagTtlMs: tagTtlPolicy(config),
     shared,
     records: cluster?.coordinator,
   });

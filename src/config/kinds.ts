@@ -189,14 +189,19 @@ function parseUrl(v: unknown, key: string, { problems }: ParseContext): string |
   }
 }
 
-/** A list of non-empty strings, optionally lowercased (host names). */
-export function stringList<O extends Declared<string[]> & { lowercase?: boolean }>(o: O): O & Setting<string[]> {
+/** A list of non-empty strings, optionally lowercased (host names), each matching `pattern` when given. */
+export function stringList<O extends Declared<string[]> & { lowercase?: boolean; pattern?: RegExp; expected?: string }>(o: O): O & Setting<string[]> {
   return {
     ...o,
     type: 'list of strings',
     parse(v, key, { problems }) {
       if (!Array.isArray(v) || !v.every((x): x is string => typeof x === 'string' && x.length > 0)) {
         problems.push(`${key}: expected a list of strings`);
+        return undefined;
+      }
+      const bad = o.pattern ? v.find((x) => !o.pattern?.test(x)) : undefined;
+      if (bad !== undefined) {
+        problems.push(`${key}: ${JSON.stringify(bad.slice(0, 140))} is not ${o.expected ?? 'valid'}`);
         return undefined;
       }
       return o.lowercase ? v.map((h) => h.toLowerCase()) : [...v];

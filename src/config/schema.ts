@@ -1,7 +1,7 @@
-import { bool, int, intOrAuto, listen, oneOf, path, size, text, url } from './kinds.ts';
+import { bool, int, intOrAuto, listen, oneOf, path, size, stringList, text, url } from './kinds.ts';
 import { secret } from './secrets.ts';
 import { defaultsOf, type Setting, type ValuesOf } from './setting.ts';
-import { parseUpstreamList, type UpstreamConfig } from './upstream-config.ts';
+import { parseUpstreamList, TAG_PATTERN_SYNTAX, type UpstreamConfig } from './upstream-config.ts';
 
 /**
  * Gantry's settings, each declared once: key, kind and bounds, default, env var, flag and help.
@@ -38,6 +38,13 @@ export const SETTINGS = {
   cacheLowWatermarkPercent: int({ default: 90, min: 1, max: 100, help: 'eviction frees space down to this share of the budget' }),
   maxUnusedAgeSeconds: int({ default: 0, min: 0, help: 'evict blobs unread for this long', docDefault: '`0` (off)' }),
   tagTtlSeconds: int({ default: 300, min: 0, env: 'GANTRY_TAG_TTL_SECONDS', flag: 'tag-ttl-seconds', help: 'trust a tag this long before a revalidating HEAD' }),
+  immutableTags: stringList({
+    default: [],
+    pattern: TAG_PATTERN_SYNTAX,
+    expected: 'a tag pattern (tag characters and `*`)',
+    help: 'tag patterns (`*` = any characters, e.g. `v*.*.*`, `sha256-*.sig`) whose digest never changes: once cached they are never revalidated upstream',
+    docDefault: 'none',
+  }),
   logLevel: oneOf(LOG_LEVELS, { default: 'info', env: 'GANTRY_LOG_LEVEL', flag: 'log-level', metavar: 'LEVEL', help: 'pino level' }),
   cacheWriteTimeoutMs: int({ default: 5 * 60_000, min: 1, help: 'longest one blob fill may run, so a stalled upstream cannot pin a fill forever' }),
   upstreamHeadersTimeoutMs: int({ default: 30_000, min: 1, help: 'how long to wait for upstream response headers' }),

@@ -2,6 +2,9 @@ import { bool, int, size, stringList, text, url } from './kinds.ts';
 import { secret } from './secrets.ts';
 import { isRecord, parseFields, type Overrides, type ParseContext, type Setting, type ValuesOf } from './setting.ts';
 
+/** A tag (distribution spec grammar) in which `*` may stand for any characters. */
+export const TAG_PATTERN_SYNTAX = /^[A-Za-z0-9_*][A-Za-z0-9._*-]{0,127}$/;
+
 /**
  * One entry of `upstreams:`. Its keys are declared once, here; `env` / `flag` on an entry's key
  * override that key of the *default* upstream only (GANTRY_UPSTREAM_URL and friends).
@@ -27,6 +30,7 @@ export const UPSTREAM_FIELDS = {
   password: secret('password', { help: 'the password for `username`', env: 'GANTRY_UPSTREAM_PASSWORD' }),
   token: secret('token', { help: 'a static bearer token sent as is, instead of username/password' }),
   tagTtlSeconds: int({ min: 0, help: 'overrides the global `tagTtlSeconds` for this upstream', docDefault: '`tagTtlSeconds`' }),
+  immutableTags: stringList({ pattern: TAG_PATTERN_SYNTAX, expected: 'a tag pattern (tag characters and `*`)', help: "more tag patterns that never change, on top of the global `immutableTags`", docDefault: 'none' }),
   allow: stringList({ help: 'repository patterns allowed (`*` within a path component, `**` across); deny wins', docDefault: 'all' }),
   deny: stringList({ help: 'repository patterns denied', docDefault: 'none' }),
   serveCachedOn404: bool({ help: 'keep serving cached content when the upstream answers 404 (e.g. a deleted tag)', docDefault: '`false`' }),

@@ -15,6 +15,7 @@ import { allowsStale } from '../upstream/upstream-error.ts';
 import type { ResolvedTarget } from '../upstream/upstreams.ts';
 import type { AccessGuard } from './access-guard.ts';
 import { credentialKey, isClientOwned, type ClientCredential } from '../auth/credentials.ts';
+import type { TagTtl } from './tag-policy.ts';
 
 export type ManifestRequest = ResolvedTarget & {
   reference: Reference;
@@ -36,19 +37,22 @@ export type ManifestResult = {
   file?: string;
 };
 
+/** How long another node's record of an immutable tag is kept in the shared records. */
+const IMMUTABLE_SHARED_MS = 30 * 24 * 3600 * 1000;
+
 /**
  * Pull-through manifests. By digest: local first, immutable. By tag: the
  * cached association is trusted for the tag TTL, then revalidated with a HEAD
  * (cheap, and not counted by Docker Hub's pull limit); the manifest is fetched
  * again only if the digest moved. If the upstream is down, 5xx or 429, a
- * cached tag is served stale.
+ * cached tag is served stale. A tag matching `immutableTags` is never revalidated.
  */
 export class PullThroughManifests {
   private readonly cache: ContentCache;
   private readonly metrics: Metrics;
   private readonly log: Logger;
   private readonly maxBytes: number;
-  private readonly tagTtlMs: (upstreamHost: string) => number;
+  private readonly tagTtlMs: TagTtl;
   private readonly inflight = new Map<string, Promise<ManifestResult>>();
   private readonly guard: AccessGuard;
   private readonly shared: SharedTier | undefined;
@@ -61,7 +65,7 @@ export class PullThroughManifests {
     metrics: Metrics;
     log: Logger;
     maxBytes: number;
-    tagTtlMs: (upstreamHost: string) => number;
+    tagTtlMs: TagTtl;
     /** The clock for tag TTLs and checkedAt (tests inject one). */
     now?: () => number;
     /** Manifests shared with other nodes (S3), by digest; none for a node alone. */
@@ -94,7 +98,7 @@ export class PullThroughManifests {
     const usable = entry && (req.headOnly || this.cache.peek(entry.digest) || this.shared) && acceptsMediaType(req.accept, entry.mediaType) ? entry : undefined;
     if (!usable) return this.coalesced(req, () => this.fetch(req, undefined));
     if (usable.restricted) await this.checkTag(req, usable);
-    if (this.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host)) {
+    if (this.now() - usable.checkedAt < this.tagTtlMs(req.upstream.host, tag)) {
       const local = await this.fromEntry(req, usable);
       if (local) return { ...local, result: 'hit' };
       return this.coalesced(req, () => this.fetch(req, undefined));
@@ -115,7 +119,7 @@ export class PullThroughManifests {
   private async tagEntry(req: ManifestRequest, tag: string): Promise<TagEntry | undefined> {
     const host = req.upstream.host;
     const local = await this.cache.getTag(host, req.remoteName, tag);
-    if (!this.records || (local && this.now() - local.checkedAt < this.tagTtlMs(host))) return local;
+    if (!this.records || (local && this.now() - local.checkedAt < this.tagTtlMs(host, tag))) return local;
     const shared = parseTagEntry(await this.records.get(tagRecordName(host, req.remoteName, tag)));
     if (!shared || (local && local.checkedAt >= shared.checkedAt)) return local;
     await this.cache.putTag(host, req.remoteName, tag, shared).catch((err: unknown) => this.log.error({ err, tag }, 'failed to cache tag'));
@@ -126,7 +130,8 @@ export class PullThroughManifests {
   private async putTag(req: ManifestRequest, tag: string, entry: TagEntry): Promise<void> {
     const host = req.upstream.host;
     await this.cache.putTag(host, req.remoteName, tag, entry);
-    const ttlMs = this.tagTtlMs(host) - (this.now() - entry.checkedAt);
+    // An immutable tag's record is shared for a month (Redis needs a finite TTL); each node keeps it for ever.
+    const ttlMs = Math.min(this.tagTtlMs(host, tag), IMMUTABLE_SHARED_MS) - (this.now() - entry.checkedAt);
     if (this.records && ttlMs > 0) await this.records.put(tagRecordName(host, req.remoteName, tag), JSON.stringify(entry), ttlMs);
   }
 

@@ -745,3 +745,18 @@ describe('cluster and storage.s3 (several nodes, one cache)', () => {
     ].sort());
   });
 });
+
+describe('immutableTags', () => {
+  test('global and per upstream, as lists of tag patterns', () => {
+    const cfg = parseConfig({ immutableTags: ['v*.*.*', 'sha256-*.sig'], upstreams: [{ host: 'docker.io', url: 'https://registry-1.docker.io', immutableTags: ['*-stable'] }] });
+    assert.deepEqual(cfg.immutableTags, ['v*.*.*', 'sha256-*.sig']);
+    assert.deepEqual(cfg.upstreams[0]?.immutableTags, ['*-stable']);
+    assert.deepEqual(parseConfig({}).immutableTags, []);
+  });
+
+  test('a pattern that could never be a tag is a problem naming it', () => {
+    const problems = problemsOf(() => parseConfig({ immutableTags: ['v1/*'], upstreams: [{ host: 'docker.io', url: 'https://registry-1.docker.io', immutableTags: ['-x'] }] }));
+    assert.ok(hasProblem(problems, /^immutableTags: "v1\/\*" is not a tag pattern/), problems.join('\n'));
+    assert.ok(hasProblem(problems, /^upstreams\[0\]\.immutableTags: "-x" is not a tag pattern/), problems.join('\n'));
+  });
+});
