@@ -110,6 +110,8 @@ function errorResponse(c: Context<AppEnv>, err: RegistryError): Response {
   const headers: Record<string, string> = { ...err.headers, [DOCKER_API_VERSION]: DOCKER_API_VERSION_VALUE, 'Content-Type': 'application/json' };
   const stats = c.get('stats');
   if (stats?.result) headers[X_CACHE] = stats.result.toUpperCase();
-  if (c.req.method === 'HEAD') return c.body(null, err.status as 400, headers);
-  return c.body(JSON.stringify(toErrorBody(err)), err.status as 400, headers);
+  const body = JSON.stringify(toErrorBody(err));
+  // A HEAD says how long its GET's body would be, as for any other answer.
+  if (c.req.method === 'HEAD') return c.body(null, err.status as 400, { ...headers, 'Content-Length': String(Buffer.byteLength(body)) });
+  return c.body(body, err.status as 400, headers);
 }

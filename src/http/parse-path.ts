@@ -45,8 +45,7 @@ export function parseApiPath(path: string): ApiRoute {
   const name = checkName(rawName);
   switch (kind) {
     case 'manifests':
-      if (rest.length === 0 || rest.includes('/')) throw new RegistryError('MANIFEST_UNKNOWN', { status: 404, message: 'invalid manifest reference' });
-      return { route: 'manifest', name, reference: parseReference(rest) };
+      return { route: 'manifest', name, reference: manifestReference(rest) };
     case 'blobs':
       return { route: 'blob', name, digest: parseDigest(rest) };
     case 'referrers':
@@ -54,5 +53,19 @@ export function parseApiPath(path: string): ApiRoute {
     default:
       if (rest !== 'list') throw new RegistryError('UNSUPPORTED', { status: 404, message: 'no such API endpoint' });
       return { route: 'tags', name };
+  }
+}
+
+/**
+ * A reference that is neither a tag nor a digest names no manifest: 404 MANIFEST_UNKNOWN, as
+ * registries answer (a client probing for a tag must not be told its request was malformed).
+ */
+function manifestReference(raw: string): Reference {
+  try {
+    if (raw.length === 0 || raw.includes('/')) throw new RegistryError('MANIFEST_UNKNOWN');
+    return parseReference(raw);
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    throw new RegistryError('MANIFEST_UNKNOWN', { status: 404, message: 'manifest unknown: the reference is neither a tag nor a digest', detail: { reference: raw.slice(0, 128) } });
   }
 }

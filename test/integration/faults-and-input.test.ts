@@ -233,7 +233,8 @@ describe('hostile and malformed client input', () => {
       ['GET', '/v2/UPPER/case/manifests/latest', 400, 'NAME_INVALID'],
       ['GET', '/v2/a//b/manifests/latest', 400, 'NAME_INVALID'],
       ['GET', `/v2/${'a'.repeat(300)}/manifests/latest`, 400, 'NAME_INVALID'],
-      ['GET', '/v2/ok/name/manifests/-bad-tag', 400, 'TAG_INVALID'],
+      ['GET', '/v2/ok/name/manifests/-bad-tag', 404, 'MANIFEST_UNKNOWN'],
+      ['GET', '/v2/ok/name/manifests/sha256:abc', 404, 'MANIFEST_UNKNOWN'],
       ['GET', '/v2/ok/name/blobs/sha256:abc', 400, 'DIGEST_INVALID'],
       ['GET', `/v2/ok/name/blobs/md5:${'a'.repeat(32)}`, 400, 'DIGEST_INVALID'],
       ['GET', `/v2/ok/name/blobs/sha256:${'A'.repeat(64)}`, 400, 'DIGEST_INVALID'],
@@ -251,6 +252,17 @@ describe('hostile and malformed client input', () => {
       assert.equal(res.headers['content-type'], 'application/json');
     }
     assert.equal(upstream.seen.filter((r) => !r.url.includes(blob.digest)).length, 0, 'invalid input never reaches the upstream');
+  });
+
+  test('a HEAD error says the length of its GET\'s error body (404 for a reference that is neither tag nor digest)', async () => {
+    for (const path of ['/v2/ok/name/manifests/-bad-tag', '/v2/ok/name/manifests/sha256:abc', '/v2/ok/name/blobs/sha256:abc']) {
+      const get = await request(`${mirror.url}${path}`);
+      const body = await get.body.text();
+      const head = await request(`${mirror.url}${path}`, { method: 'HEAD' });
+      await head.body.dump();
+      assert.equal(head.statusCode, get.statusCode, path);
+      assert.equal(head.headers['content-length'], String(Buffer.byteLength(body)), path);
+    }
   });
 
   test('path traversal in any form is refused, and nothing is written outside the cache directory', async () => {

@@ -50,12 +50,14 @@ describe('parseApiPath: manifests', () => {
     });
   });
 
-  test('an invalid tag is TAG_INVALID', () => {
-    assertRegistryError(() => parseApiPath('/v2/library/alpine/manifests/.bad'), 'TAG_INVALID', 400);
+  test('a manifest reference that is neither a tag nor a digest is an unknown manifest (404), as registries answer', () => {
+    for (const ref of ['.bad', '-bad', 'x'.repeat(129), 'sha256:xyz', `md5:${'a'.repeat(32)}`]) {
+      assertRegistryError(() => parseApiPath(`/v2/library/alpine/manifests/${ref}`), 'MANIFEST_UNKNOWN', 404);
+    }
   });
 
-  test('an invalid digest reference is DIGEST_INVALID', () => {
-    assertRegistryError(() => parseApiPath('/v2/library/alpine/manifests/sha256:xyz'), 'DIGEST_INVALID', 400);
+  test('an invalid blob digest is still DIGEST_INVALID (400)', () => {
+    assertRegistryError(() => parseApiPath('/v2/library/alpine/blobs/sha256:xyz'), 'DIGEST_INVALID', 400);
   });
 
   test('an empty reference is refused with a 404', () => {
