@@ -18,6 +18,7 @@ import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
 import { LevelIndexStore } from './store/index-store.ts';
+import { CacheCatalog } from './store/catalog.ts';
 import { S3Tier } from './store/s3-tier.ts';
 import { Coordinator } from './cluster/coordinator.ts';
 import { SharedPins } from './cluster/shared-pins.ts';
@@ -210,7 +211,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     shared,
     records: cluster?.coordinator,
   });
-  const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes });
+  const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes, catalog: new CacheCatalog({ cache, naming: (host, repo) => upstreams.clientNameOf(host, repo) }), guard, log });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds, cluster ? tokenStore(cluster) : undefined);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
   const board = cluster ? new SharedJobs(cluster.coordinator, nodeIdOf(config), log) : undefined;

@@ -65,7 +65,7 @@ export const SETTINGS = {
     docDefault: '`0` (no limit)',
   }),
   adminRemote: bool({ default: false, help: 'serve `/admin/*` (cache verification) to non-loopback clients too' }),
-  adminToken: secret('adminToken', { help: '`/admin/*` then also needs `Authorization: Bearer <token>`; never logged', docDefault: 'none' }),
+  adminToken: secret('adminToken', { help: '`/admin/*` then also needs `Authorization: Bearer <token>`, which also shows restricted repositories in `/v2/_catalog`; never logged', docDefault: 'none' }),
   tls: {
     section: {
       certFile: path({ env: 'GANTRY_TLS_CERT_FILE', help: 'PEM certificate chain: Gantry serves HTTPS on `listen` (reloaded without a restart when the file changes); unset = plain HTTP', docDefault: 'none' }),

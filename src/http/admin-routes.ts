@@ -1,4 +1,3 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { RegistryError } from '../oci/errors.ts';
 import type { AppEnv } from './app-env.ts';
@@ -7,6 +6,7 @@ import { registerImportRoute, type ImportServices } from './import-route.ts';
 import { registerPrefetchRoutes, type PrefetchService } from './prefetch-route.ts';
 import { registerPinsRoute, type PinsRouteServices } from './pins-route.ts';
 import { clientAddress } from './accel.ts';
+import { adminNetworkAllows, bearerIsAdminToken } from './viewer.ts';
 
 export type AdminServices = {
   /** Re-hash the cache. */
@@ -15,8 +15,6 @@ export type AdminServices = {
   /** When set, every admin request needs `Authorization: Bearer <token>`. */
   adminToken: string | undefined;
 };
-
-const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /**
  * The admin API, mounted at `/admin`. One guard covers every route registered here, so a new
@@ -33,29 +31,22 @@ export function createAdminRoutes(svc: AdminServices & ExportRouteServices & Pin
   return admin;
 }
 
-/** Loopback (or adminRemote), then the bearer token if one is configured; logs every request without it. */
+/**
+ * Loopback (or adminRemote), then the bearer token if one is configured; logs every request
+ * without it. The same rule as isAdminViewer (viewer.ts), told apart here into 403 and 401.
+ */
 export function adminGuard(svc: Pick<AdminServices, 'adminRemote' | 'adminToken'>): MiddlewareHandler<AppEnv> {
-  const expected = svc.adminToken === undefined ? undefined : digestOf(svc.adminToken);
+  const token = svc.adminToken;
   return async (c, next) => {
     const remote = clientAddress(c.env.incoming);
     const out = c.env.outgoing;
     out.once('close', () => c.get('log')().info({ admin: true, method: c.req.method, path: c.req.path, status: out.statusCode, remote }, 'admin request'));
-    if (!svc.adminRemote && !LOOPBACK.test(remote)) {
+    if (!adminNetworkAllows(remote, svc)) {
       throw new RegistryError('DENIED', { message: 'admin endpoints are only served to loopback clients' });
     }
-    if (expected !== undefined && !tokenMatches(c.req.header('authorization'), expected)) {
+    if (token !== undefined && !bearerIsAdminToken(c.req.header('authorization'), token)) {
       throw new RegistryError('UNAUTHORIZED', { message: 'admin endpoints need Authorization: Bearer <adminToken>', headers: { 'WWW-Authenticate': 'Bearer realm="gantry-admin"' } });
     }
     await next();
   };
-}
-
-/** Compare hashes so the comparison takes the same time whatever the token's length. */
-function tokenMatches(header: string | undefined, expected: Buffer): boolean {
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return timingSafeEqual(digestOf(m?.[1] ?? ''), expected) && m !== null;
-}
-
-function digestOf(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
 }

@@ -2,8 +2,9 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, LINK, WARNING, WARNING_STALE, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
 } from '../oci/headers.ts';
+import { MAX_PAGE_ENTRIES, nextLink, paginate, parsePageQuery } from '../oci/pagination.ts';
 import { parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
@@ -18,8 +19,9 @@ import type { ClientCredential } from '../auth/credentials.ts';
 import { parseRange } from './range.ts';
 import { accelHeaders, isForwarded } from './accel.ts';
 import { BlobSender } from './send-blob.ts';
+import { isAdminViewer, viewerOf, type AdminAccess } from './viewer.ts';
 
-export type RegistryServices = ClientAuthServices & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
+export type RegistryServices = ClientAuthServices & AdminAccess & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
 
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
@@ -29,6 +31,7 @@ export function createRegistryHandler(svc: RegistryServices) {
     const method = c.req.method;
     const route = parseApiPath(rawPath(c.req.url));
     if (method !== 'GET' && method !== 'HEAD') throw new RegistryError('UNSUPPORTED');
+    if (route.route === 'catalog') return catalog(c, svc);
     const cred = await authenticate(c, svc);
     switch (route.route) {
       case 'base':
@@ -36,7 +39,6 @@ export function createRegistryHandler(svc: RegistryServices) {
         if (cred.kind === 'none' && !c.req.header('authorization') && svc.authConfig.challengePing) throw challengeError(c, svc, GANTRY_SERVICE);
         return c.json({});
       case 'upload':
-      case 'catalog':
         throw new RegistryError('UNSUPPORTED');
       default:
         break;
@@ -51,7 +53,8 @@ export function createRegistryHandler(svc: RegistryServices) {
         case 'tags': {
           relayed(c, 'tags');
           const q = { n: c.req.query('n'), last: c.req.query('last') };
-          return listing(c, await svc.listings.tags(listingRequest(c, target, cred), q));
+          const answer = await svc.listings.tags(listingRequest(c, target, cred), q);
+          return answer.source === 'upstream' ? listing(c, answer.listing) : staleTags(c, target, answer.tags);
         }
         case 'referrers': {
           relayed(c, 'referrers');
@@ -62,6 +65,22 @@ export function createRegistryHandler(svc: RegistryServices) {
       throw withChallenge(c, svc, err, target, cred);
     }
   };
+}
+
+/**
+ * GET /v2/_catalog: the repositories in the cache under the names clients use, paged as the
+ * distribution spec says. Restricted ones are listed only to the admin (viewer.ts, with the token
+ * required), who shows the admin token as the bearer here: it then stands in for a registry
+ * credential, which neither htpasswd nor an upstream would take.
+ */
+async function catalog(c: Context<AppEnv>, svc: RegistryServices): Promise<Response> {
+  const admin = isAdminViewer(viewerOf(c), svc, { requireToken: true });
+  if (!admin) await authenticate(c, svc);
+  const q = parsePageQuery({ n: c.req.query('n'), last: c.req.query('last') });
+  const repositories = await svc.listings.catalog.cachedRepositories({ includeRestricted: admin });
+  const page = paginate(repositories.map((r) => r.name), q, MAX_PAGE_ENTRIES);
+  const headers: Record<string, string> = page.next ? { [LINK]: nextLink('/v2/_catalog', page.next) } : {};
+  return c.json({ repositories: page.items }, 200, headers);
 }
 
 function rawPath(url: string): string {
@@ -204,6 +223,23 @@ function listing(c: Context<AppEnv>, l: Listing): Response {
   if (!l.bytes) return c.body(null, 200, headers);
   stats.bytes = l.bytes.length;
   return c.body(asBody(l.bytes), 200, headers);
+}
+
+/**
+ * A tag list from the cache while the upstream can't answer: paged here (the upstream was to do
+ * that), and marked stale the way a cache marks what it could not revalidate.
+ */
+function staleTags(c: Context<AppEnv>, target: ResolvedTarget, tags: string[]): Response {
+  const page = paginate(tags, parsePageQuery({ n: c.req.query('n'), last: c.req.query('last') }));
+  const stats = c.get('stats');
+  stats.result = 'stale';
+  const headers: Record<string, string> = { 'Content-Type': 'application/json', [X_CACHE]: 'STALE', [WARNING]: WARNING_STALE };
+  // The client's own path, and its ns: the next page must reach the same upstream.
+  if (page.next) headers[LINK] = nextLink(`/v2/${target.clientName}/tags/list`, page.next, { ns: c.req.query('ns') });
+  if (c.req.method === 'HEAD') return c.body(null, 200, headers);
+  const body = JSON.stringify({ name: target.clientName, tags: page.items });
+  stats.bytes = Buffer.byteLength(body);
+  return c.body(body, 200, headers);
 }
 
 function stringify(h: Record<string, string | number>): Record<string, string> {

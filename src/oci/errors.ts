@@ -11,6 +11,7 @@ export const OCI_ERRORS = {
   TAG_INVALID: { status: 400, message: 'manifest tag did not match URI' },
   DIGEST_INVALID: { status: 400, message: 'provided digest did not match uploaded content' },
   RANGE_INVALID: { status: 416, message: 'invalid content range' },
+  PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
   UNAUTHORIZED: { status: 401, message: 'authentication required' },
   DENIED: { status: 403, message: 'requested access to the resource is denied' },
   UNSUPPORTED: { status: 405, message: 'The operation is unsupported.' },

@@ -8,6 +8,13 @@ export const RETRY_AFTER = 'Retry-After';
 export const CONTENT_RANGE = 'Content-Range';
 export const ACCEPT_RANGES = 'Accept-Ranges';
 export const REQUEST_ID = 'X-Request-Id';
+export const LINK = 'Link';
+export const WARNING = 'Warning';
+/**
+ * RFC 7234 §5.5.1: a cache's mark on an answer it could not check with the origin. RFC 9111
+ * retired the header, but it is what tools still show a person asking why a list may be old.
+ */
+export const WARNING_STALE = '110 - "Response is Stale"';
 
 /** How a request was served, as reported in X-Cache and the metrics' `result` label. */
 export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'stale' | 'revalidated' | 'bypass';

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobStore, BlobWriter, ByteRange } from './blob-store-api.ts';
 import { readFully, type ChunkSource } from './chunk-source.ts';
-import { tagKey, type ContentEntry, type IndexStore, type PinRecord, type RecordSpace, type RecordStore, type TagEntry } from './index-store.ts';
+import { tagKey, type ContentEntry, type IndexStore, type PinRecord, type RecordSpace, type RecordStore, type TagEntry, type TagRecord } from './index-store.ts';
 
 const ACCESS_FLUSH_INTERVAL_MS = 5_000;
 const TAG_CACHE_ENTRIES = 10_000;
@@ -407,6 +407,24 @@ export class ContentCache {
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
     this.tags.set(tagKey(upstream, repo, tag), entry);
     await this.index.putTag(upstream, repo, tag, entry);
+  }
+
+  /** Every cached object's entry, without recording an access: what listings read. */
+  contentEntries(): IterableIterator<ContentEntry> {
+    return this.lru.values();
+  }
+
+  /**
+   * Every tag record, from the index: the in-memory tag LRU holds only the hot ones. A record
+   * outlives its manifest (eviction drops content, not tags); peek() tells which still have it.
+   */
+  allTags(): AsyncIterable<TagRecord> {
+    return this.index.allTags();
+  }
+
+  /** The tag records of one repository, ordered by tag. */
+  repoTags(upstream: string, repo: string): AsyncIterable<TagRecord> {
+    return this.index.repoTags(upstream, repo);
   }
 
   /**

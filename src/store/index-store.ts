@@ -19,6 +19,9 @@ export type ContentEntry = {
 /** A tag → digest association with the time it was last confirmed upstream. */
 export type TagEntry = { digest: Digest; mediaType: string; size: number; checkedAt: number; restricted?: boolean };
 
+/** A tag record with what its key says: which upstream and repository it belongs to. */
+export type TagRecord = { upstream: string; repo: string; tag: string; entry: TagEntry };
+
 /**
  * An image kept out of eviction: its reference (a tag or a digest under an upstream and
  * repository) and every digest it needs (manifests, configs, layers), cached yet or not.
@@ -54,6 +57,10 @@ export interface IndexStore {
   allContent(): AsyncIterable<[Digest, ContentEntry]>;
   getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined>;
   putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void>;
+  /** Every tag record, ordered by upstream, repository, tag. */
+  allTags(): AsyncIterable<TagRecord>;
+  /** The tag records of one repository, ordered by tag. */
+  repoTags(upstream: string, repo: string): AsyncIterable<TagRecord>;
   putPin(pin: PinRecord): Promise<void>;
   deletePin(upstream: string, repo: string, reference: string): Promise<void>;
   allPins(): AsyncIterable<PinRecord>;
@@ -63,6 +70,14 @@ export interface IndexStore {
 /** One key per (upstream, repository, tag). NUL cannot appear in a host, a repository name or a tag. */
 export function tagKey(upstream: string, repo: string, tag: string): string {
   return `${upstream}\u0000${repo}\u0000${tag}`;
+}
+
+/** Split tag keys back into their parts; a key without all three (never written by tagKey) is skipped. */
+async function* tagRecords(entries: AsyncIterable<[unknown, unknown]>): AsyncGenerator<TagRecord> {
+  for await (const [key, value] of entries) {
+    const [upstream, repo, tag] = String(key).split('\u0000');
+    if (upstream !== undefined && repo !== undefined && tag !== undefined) yield { upstream, repo, tag, entry: value as TagEntry };
+  }
 }
 
 /**
@@ -113,6 +128,17 @@ export class LevelIndexStore implements IndexStore {
 
   async putTag(upstream: string, repo: string, tag: string, entry: TagEntry): Promise<void> {
     await this.tags.put(tagKey(upstream, repo, tag), entry);
+  }
+
+  async *allTags(): AsyncGenerator<TagRecord> {
+    yield* tagRecords(this.tags.iterator());
+  }
+
+  async *repoTags(upstream: string, repo: string): AsyncGenerator<TagRecord> {
+    // The repository's keys all start with this prefix (NUL ends the repository name, so `a/b` is
+    // not taken for `a`), and tags are ASCII: U+FFFF sorts after every one of them.
+    const prefix = tagKey(upstream, repo, '');
+    yield* tagRecords(this.tags.iterator({ gte: prefix, lt: `${prefix}\uffff` }));
   }
 
   async putPin(pin: PinRecord): Promise<void> {

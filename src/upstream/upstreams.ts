@@ -100,6 +100,31 @@ export class Upstreams {
     return { upstream: entry.client, name: valid, clientName: rawName, remoteName, renamed: remoteName !== rawName };
   }
 
+  /**
+   * The name a client puts in a path to reach repository `remoteName` of upstream `host`: the
+   * default upstream's repositories as they are (`library/alpine`), another upstream's behind its
+   * prefix, or its host when it has none (`ghcr.io/org/app`). Each candidate is resolved back, so
+   * a name is only offered if it leads to that repository; undefined when none does (the upstream
+   * left the config, its rules now deny the repository).
+   */
+  clientNameOf(host: string, remoteName: string): string | undefined {
+    const entry = this.byHost.get(host);
+    if (!entry) return undefined;
+    const prefixed = `${entry.client.config.prefix ?? host}/${remoteName}`;
+    // A default-upstream repository whose first component is another upstream's prefix needs the prefixed form too.
+    const candidates = entry === this.defaultEntry ? [remoteName, prefixed] : [prefixed];
+    return candidates.find((name) => this.leadsTo(name, entry.client, remoteName));
+  }
+
+  private leadsTo(name: string, client: UpstreamClient, remoteName: string): boolean {
+    try {
+      const target = this.resolve(name);
+      return target.upstream === client && target.remoteName === remoteName;
+    } catch {
+      return false;
+    }
+  }
+
   private virtualHost(header: string | undefined): Entry | undefined {
     if (!header) return undefined;
     const h = header.toLowerCase();
