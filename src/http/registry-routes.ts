@@ -74,7 +74,7 @@ export function createRegistryHandler(svc: RegistryServices) {
  * credential, which neither htpasswd nor an upstream would take.
  */
 async function catalog(c: Context<AppEnv>, svc: RegistryServices): Promise<Response> {
-  const admin = isAdminViewer(viewerOf(c), svc, { requireToken: true });
+  const admin = isAdminViewer(viewerOf(c), svc);
   if (!admin) await authenticate(c, svc);
   const q = parsePageQuery({ n: c.req.query('n'), last: c.req.query('last') });
   const repositories = await svc.listings.catalog.cachedRepositories({ includeRestricted: admin });

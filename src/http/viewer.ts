@@ -23,21 +23,15 @@ export function bearerIsAdminToken(authorization: string | undefined, adminToken
 }
 
 /**
- * Whether a request comes from the admin: one that passes the admin guard's network rule and,
- * when `adminToken` is set, carries it as `Authorization: Bearer <adminToken>`.
+ * Whether a request comes from the admin, by the `/admin` rule: it passes the network rule and,
+ * when `adminToken` is set, carries it as `Authorization: Bearer <adminToken>`. Pages outside
+ * `/admin` (the registry catalog, the status page) use it to decide who sees restricted content.
  *
- * `requireToken` is for pages outside `/admin` (the registry catalog, a status page): there,
- * loopback alone is not enough and only the token makes the admin. Such pages sit where
- * operators forward everything through a reverse proxy, and behind a proxy on the same host every
- * client is loopback; a proxy that forwards `/v2/` and keeps `/admin` closed must not hand out
- * what only the admin may see. Without a token configured, nobody is the admin there.
- *
- * @example isAdminViewer({ remote: '127.0.0.1', authorization: 'Bearer s3cret' }, { adminRemote: false, adminToken: 's3cret' }, { requireToken: true }) // true
+ * @example isAdminViewer({ remote: '127.0.0.1', authorization: 'Bearer s3cret' }, { adminRemote: false, adminToken: 's3cret' }) // true
  */
-export function isAdminViewer(viewer: Viewer, access: AdminAccess, opts: { requireToken: boolean }): boolean {
+export function isAdminViewer(viewer: Viewer, access: AdminAccess): boolean {
   if (!adminNetworkAllows(viewer.remote, access)) return false;
-  if (access.adminToken === undefined) return !opts.requireToken;
-  return bearerIsAdminToken(viewer.authorization, access.adminToken);
+  return access.adminToken === undefined || bearerIsAdminToken(viewer.authorization, access.adminToken);
 }
 
 /** The viewer of a request: the client's own address also when a serving process forwarded it. */

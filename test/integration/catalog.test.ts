@@ -77,7 +77,7 @@ async function walk(base: string, path: string, headers: Record<string, string> 
   return { pages, links };
 }
 
-const repositories = async (headers: Record<string, string> = {}): Promise<string[]> => (await walk(mirror.url, '/v2/_catalog', headers)).pages.flat();
+const repositories = async (headers: Record<string, string> = {}, url = mirror.url): Promise<string[]> => (await walk(url, '/v2/_catalog', headers)).pages.flat();
 const errorCode = (a: Answer): string | undefined => (JSON.parse(a.body) as { errors?: Array<{ code: string }> }).errors?.[0]?.code;
 
 before(async () => {
@@ -142,8 +142,20 @@ describe('GET /v2/_catalog', () => {
     }
   });
 
+  test('without adminToken, a loopback client is the admin (as for /admin) and sees restricted repositories', async () => {
+    const raw = mirror.config;
+    await mirror.close();
+    const open = await startMirror({ upstreams: raw.upstreams, auth: { accessCheckTtlSeconds: 300, failClosed: true } }, mirror.cacheDir);
+    try {
+      assert.ok((await repositories({}, open.url)).includes(SECRET_NAME));
+    } finally {
+      await open.close();
+      mirror = await startMirror({ upstreams: raw.upstreams, adminToken: ADMIN_TOKEN, auth: { accessCheckTtlSeconds: 300, failClosed: true } }, mirror.cacheDir);
+    }
+  });
+
   test('a restricted repository is hidden from anonymous clients, loopback without the token, a client that could read it, and a wrong token; shown to the admin', async () => {
-    assert.ok(!(await repositories()).includes(SECRET_NAME), 'anonymous (and loopback: that alone is not the admin here)');
+    assert.ok(!(await repositories()).includes(SECRET_NAME), 'anonymous (and loopback: with adminToken set, only the token makes the admin)');
     assert.ok(!(await repositories({ authorization: basic(ALICE) })).includes(SECRET_NAME), 'a registry credential does not make the admin');
     assert.ok(!(await repositories({ authorization: `Bearer ${ADMIN_TOKEN}x` })).includes(SECRET_NAME), 'wrong token');
     assert.ok((await repositories({ authorization: `Bearer ${ADMIN_TOKEN}` })).includes(SECRET_NAME), 'the admin');
