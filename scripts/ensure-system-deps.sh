@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install, when missing, every Debian package the test suite runs for real, with one apt run:
 #   docker-registry (the upstream), skopeo, docker.io (dockerd + CLI), containerd (+ ctr), podman
-#   (the clients), prometheus (promtool, for the deploy tests), nginx (runs the load balancer config of
-#   deploy/nginx/ in the deploy tests), OpenStack Swift with memcached (the S3-compatible store of
-#   test/helpers/s3-server.ts) and redis-server. Idempotent; needs root to install.
+#   (the clients), openssl (the test CAs; the README's certificate commands), prometheus (promtool,
+#   for the deploy tests), nginx (runs the load balancer config of deploy/nginx/ in the deploy
+#   tests), OpenStack Swift with memcached (the S3-compatible store of test/helpers/s3-server.ts)
+#   and redis-server. Idempotent; needs root to install.
 set -euo pipefail
 need=()
 # file:package, by path: a docker CLI elsewhere on PATH (e.g. /usr/local/bin) is not the daemon.
@@ -15,6 +16,7 @@ for pair in \
   /usr/bin/containerd:containerd \
   /usr/bin/ctr:containerd \
   /usr/bin/podman:podman \
+  /usr/bin/openssl:openssl \
   /usr/bin/promtool:prometheus \
   /usr/sbin/nginx:nginx \
   /usr/bin/swift-proxy-server:swift-proxy \

@@ -261,6 +261,7 @@ export async function listen(services: Services): Promise<Gantry> {
     upstreams, blobs, manifests, metrics, log,
     listings,
     authConfig: config.auth,
+    servesHttps: tls !== undefined,
     tokens: services.tokens,
     htpasswd: services.htpasswd,
     isReady: () => ready,

@@ -7,7 +7,13 @@ import { RegistryError } from '../oci/errors.ts';
 import { WWW_AUTHENTICATE } from '../oci/headers.ts';
 import type { AppEnv } from './app-env.ts';
 
-export type ClientAuthServices = { authConfig: AuthConfig; tokens: GantryTokens; htpasswd: Htpasswd | undefined };
+export type ClientAuthServices = {
+  authConfig: AuthConfig;
+  tokens: GantryTokens;
+  htpasswd: Htpasswd | undefined;
+  /** Gantry serves HTTPS itself (`tls.certFile`): the realm it derives from a request is https. */
+  servesHttps?: boolean;
+};
 
 /** The service name in challenges that don't belong to one upstream (the /v2/ ping). */
 export const GANTRY_SERVICE = 'gantry';
@@ -49,7 +55,7 @@ export async function authenticate(c: Context<AppEnv>, svc: ClientAuthServices):
  * carried a token only when the challenge says why it was refused.
  */
 export function gantryChallenge(c: Context<AppEnv>, svc: ClientAuthServices, service: string, scope?: string, error?: ChallengeErrorCode): string {
-  const realm = svc.authConfig.realm ?? `${forwardedProto(c)}://${c.req.header('host') ?? 'localhost'}/token`;
+  const realm = svc.authConfig.realm ?? `${requestProto(c, svc)}://${c.req.header('host') ?? 'localhost'}/token`;
   const parts = [`realm="${realm}"`, `service="${service}"`];
   if (scope) parts.push(`scope="${scope}"`);
   if (error) parts.push(`error="${error}"`);
@@ -72,6 +78,12 @@ export function challengeError(
   });
 }
 
-function forwardedProto(c: Context<AppEnv>): string {
-  return c.req.header('x-forwarded-proto') === 'https' ? 'https' : 'http';
+/**
+ * The scheme the client used: https on Gantry's own TLS port (a request a serving process
+ * relays reaches this app over a private socket, so the setting is asked, not the socket), or
+ * behind a TLS-terminating proxy that says so. A client sent to an http:// realm on the TLS port
+ * gets no token, and so no image.
+ */
+function requestProto(c: Context<AppEnv>, svc: ClientAuthServices): string {
+  return svc.servesHttps === true || c.req.header('x-forwarded-proto') === 'https' ? 'https' : 'http';
 }

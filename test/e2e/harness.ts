@@ -114,8 +114,11 @@ export async function startScope(name: string): Promise<Scope> {
   return { tmp, defer: (fn) => void cleanups.push(fn), stop };
 }
 
-/** Origin with every image pushed, forwarder, Gantry (docker.io + registry.example.com upstreams), tap. */
-export async function startE2eEnv(name: string): Promise<E2eEnv> {
+/**
+ * Origin with every image pushed, forwarder, Gantry (docker.io + registry.example.com upstreams), tap.
+ * `mirror`: more of Gantry's configuration (e.g. `tls`).
+ */
+export async function startE2eEnv(name: string, opts: { mirror?: Record<string, unknown> } = {}): Promise<E2eEnv> {
   const scope = await startScope(name);
   const { tmp, stop } = scope;
   try {
@@ -131,6 +134,7 @@ export async function startE2eEnv(name: string): Promise<E2eEnv> {
       ],
       // The default on a machine with 2+ cores: real clients go through serving processes.
       workers: 2,
+      ...opts.mirror,
     });
     scope.defer(() => mirror.destroy());
     const tap = await startClientTap({ host: '127.0.0.1', port: mirror.port });
@@ -142,11 +146,17 @@ export async function startE2eEnv(name: string): Promise<E2eEnv> {
   }
 }
 
-/** Copy deploy/examples/<rel> to dest with the placeholder replaced by the real mirror address. */
-export async function renderExample(rel: string, mirrorHost: string, dest: string): Promise<string> {
+/**
+ * Copy deploy/examples/<rel> to dest with the placeholder replaced by the real mirror address, and
+ * each `[from, to]` of `replace` (a path on the host, say) likewise.
+ */
+export async function renderExample(rel: string, mirrorHost: string, dest: string, replace: ReadonlyArray<readonly [string, string]> = []): Promise<string> {
   const text = await readFile(join(EXAMPLES_DIR, rel), 'utf8');
-  assert.ok(text.includes(PLACEHOLDER), `${rel} mentions ${PLACEHOLDER}`);
-  const out = text.replaceAll(PLACEHOLDER, mirrorHost);
+  let out = text;
+  for (const [from, to] of [[PLACEHOLDER, mirrorHost] as const, ...replace]) {
+    assert.ok(text.includes(from), `${rel} mentions ${from}`);
+    out = out.replaceAll(from, to);
+  }
   await mkdir(dirname(dest), { recursive: true });
   await writeFile(dest, out);
   return out;

@@ -5,6 +5,8 @@ import { existsSync } from 'node:fs';
 import { CONTAINERD, CTR, DOCKER, DOCKERD, PODMAN, SKOPEO } from './engines.ts';
 
 export const REGISTRY = '/usr/bin/docker-registry';
+/** Makes the test CA (test/helpers/test-ca.ts) and runs the README's certificate commands. */
+export const OPENSSL = '/usr/bin/openssl';
 
 /** The Debian package of each binary the tier runs, as scripts/ensure-system-deps.sh installs them. */
 const PACKAGE_OF: Readonly<Record<string, string>> = {
@@ -15,6 +17,7 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   [CTR]: 'containerd',
   [PODMAN]: 'podman',
   [SKOPEO]: 'skopeo',
+  [OPENSSL]: 'openssl',
 };
 
 /** Every binary of the tier: what `requireE2eHost()` checks with no argument. */

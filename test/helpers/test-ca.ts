@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 
-/** A CA made with the openssl CLI, exactly as the README's HTTPS section makes one. */
+/** A CA made with the openssl CLI, by the steps of the README's HTTPS section (test/e2e/https.test.ts runs its commands as written). */
 export type TestCa = { dir: string; certFile: string; keyFile: string };
 export type Leaf = { certFile: string; keyFile: string; serial: string };
 
