@@ -14,6 +14,7 @@ import { AccessGuard } from './proxy/access-guard.ts';
 import { PullThroughBlobs } from './proxy/blobs.ts';
 import { PassthroughListings } from './proxy/listings.ts';
 import { tagTtlPolicy } from './proxy/tag-policy.ts';
+import { PullThroughReferrers } from './proxy/referrers.ts';
 import { PullThroughManifests } from './proxy/manifests.ts';
 import { FsBlobStore } from './store/blob-store.ts';
 import { ContentCache } from './store/content-cache.ts';
@@ -49,6 +50,7 @@ export type Services = {
   blobs: PullThroughBlobs;
   manifests: PullThroughManifests;
   listings: PassthroughListings;
+  referrers: PullThroughReferrers;
   tokens: GantryTokens;
   htpasswd: Htpasswd | undefined;
   /** Shared S3 tier and cluster coordination, when configured (for /readyz). */
@@ -211,6 +213,8 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     shared,
     records: cluster?.coordinator,
   });
+  const referrers = new PullThroughReferrers({ manifests, guard, tagTtlMs: tagTtlPolicy(config), maxBytes: config.maxManifestBytes, log, records: cache.records('referrers') });
+  await referrers.load();
   const listings = new PassthroughListings({ maxBytes: config.maxManifestBytes, catalog: new CacheCatalog({ cache, naming: (host, repo) => upstreams.clientNameOf(host, repo) }), guard, log });
   const tokens = new GantryTokens(config.auth.tokenTtlSeconds, cluster ? tokenStore(cluster) : undefined);
   const htpasswd = config.auth.htpasswdFile ? Htpasswd.load(config.auth.htpasswdFile) : undefined;
@@ -225,7 +229,7 @@ export async function createServices(config: Config, opts: ServicesOptions = {})
     shutdown.abort();
   };
   return {
-    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, tokens, htpasswd, prefetch, abort, shared, cluster,
+    config, log, metrics, cache, upstreams, guard, blobs, manifests, listings, referrers, tokens, htpasswd, prefetch, abort, shared, cluster,
     close() {
       closing ??= (async () => {
         abort();
@@ -252,7 +256,7 @@ function readinessDetail(services: Services): string[] {
 
 /** Serve the services over HTTP until close(); close() also closes the services. */
 export async function listen(services: Services): Promise<Gantry> {
-  const { config, upstreams, blobs, manifests, listings, metrics, log, cache } = services;
+  const { config, upstreams, blobs, manifests, listings, referrers, metrics, log, cache } = services;
   let ready = true;
   const servingCount = servingProcessCount(config.workers);
   const tls = await publicTls(config, log);
@@ -260,6 +264,7 @@ export async function listen(services: Services): Promise<Gantry> {
   const app = createApp({
     upstreams, blobs, manifests, metrics, log,
     listings,
+    referrers,
     authConfig: config.auth,
     servesHttps: tls !== undefined,
     tokens: services.tokens,

@@ -2,14 +2,15 @@ import type { Context } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { RegistryError } from '../oci/errors.ts';
 import {
-  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, LINK, WARNING, WARNING_STALE, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
+  ACCEPT_RANGES, CONTENT_RANGE, DOCKER_API_VERSION, DOCKER_API_VERSION_VALUE, DOCKER_CONTENT_DIGEST, LINK, OCI_FILTERS_APPLIED, WARNING, WARNING_STALE, WWW_AUTHENTICATE, X_CACHE, type CacheResult,
 } from '../oci/headers.ts';
 import { MAX_PAGE_ENTRIES, nextLink, paginate, parsePageQuery } from '../oci/pagination.ts';
-import { parseAccept } from '../oci/media-types.ts';
+import { MT_OCI_INDEX, parseAccept } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { OpenedBlob, PullThroughBlobs } from '../proxy/blobs.ts';
 import type { PullThroughManifests } from '../proxy/manifests.ts';
+import type { PullThroughReferrers } from '../proxy/referrers.ts';
 import type { Listing, PassthroughListings } from '../proxy/listings.ts';
 import type { ResolvedTarget, Upstreams } from '../upstream/upstreams.ts';
 import type { AppEnv } from './app-env.ts';
@@ -21,7 +22,7 @@ import { accelHeaders, isForwarded } from './accel.ts';
 import { BlobSender } from './send-blob.ts';
 import { isAdminViewer, viewerOf, type AdminAccess } from './viewer.ts';
 
-export type RegistryServices = ClientAuthServices & AdminAccess & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings };
+export type RegistryServices = ClientAuthServices & AdminAccess & { upstreams: Upstreams; blobs: PullThroughBlobs; manifests: PullThroughManifests; listings: PassthroughListings; referrers: PullThroughReferrers };
 
 /** The pull API: everything under /v2/. Read-only: any other method is UNSUPPORTED, as in distribution's proxy mode. */
 export function createRegistryHandler(svc: RegistryServices) {
@@ -56,10 +57,8 @@ export function createRegistryHandler(svc: RegistryServices) {
           const answer = await svc.listings.tags(listingRequest(c, target, cred), q);
           return answer.source === 'upstream' ? listing(c, answer.listing) : staleTags(c, target, answer.tags);
         }
-        case 'referrers': {
-          relayed(c, 'referrers');
-          return listing(c, await svc.listings.referrers(listingRequest(c, target, cred), route.digest, c.req.query('artifactType')));
-        }
+        case 'referrers':
+          return await getReferrers(c, svc, target, cred, route.digest);
       }
     } catch (err) {
       throw withChallenge(c, svc, err, target, cred);
@@ -204,6 +203,20 @@ function delegate(c: Context<AppEnv>, svc: RegistryServices, headers: Record<str
   out.writeHead(200, accelHeaders(headers, file, size, ttlMs, filling));
   out.end();
   return RESPONSE_ALREADY_SENT;
+}
+
+/** An OCI image index of the subject's referrers, from the cache or the upstream (proxy/referrers.ts). */
+async function getReferrers(c: Context<AppEnv>, svc: RegistryServices, target: ResolvedTarget, auth: ClientCredential, subject: Digest): Promise<Response> {
+  const stats = c.get('stats');
+  stats.kind = 'referrers';
+  const r = await svc.referrers.get({ ...target, subject, artifactType: c.req.query('artifactType'), auth });
+  stats.result = r.result;
+  const headers: Record<string, string> = { 'Content-Type': MT_OCI_INDEX, 'Content-Length': String(r.bytes.length), [X_CACHE]: r.result.toUpperCase() };
+  if (r.filtered) headers[OCI_FILTERS_APPLIED] = 'artifactType';
+  if (r.result === 'stale') headers[WARNING] = WARNING_STALE;
+  if (c.req.method === 'HEAD') return c.body(null, 200, headers);
+  stats.bytes = r.bytes.length;
+  return c.body(asBody(r.bytes), 200, headers);
 }
 
 function listingRequest(c: Context<AppEnv>, target: ResolvedTarget, auth: ClientCredential) {

@@ -10,6 +10,8 @@ export const ACCEPT_RANGES = 'Accept-Ranges';
 export const REQUEST_ID = 'X-Request-Id';
 export const LINK = 'Link';
 export const WARNING = 'Warning';
+/** The referrers API's answer to `?artifactType=`: the filter was applied (OCI distribution spec 1.1). */
+export const OCI_FILTERS_APPLIED = 'OCI-Filters-Applied';
 /**
  * RFC 7234 §5.5.1: a cache's mark on an answer it could not check with the origin. RFC 9111
  * retired the header, but it is what tools still show a person asking why a list may be old.

@@ -26,7 +26,7 @@ export type Listing = { headers: Record<string, string>; bytes: Buffer | undefin
 export type TagsAnswer = { source: 'upstream'; listing: Listing } | { source: 'cache'; tags: string[] };
 
 /**
- * Tags and referrers: small JSON answers relayed from the upstream as they
+ * Tag lists: small JSON answers relayed from the upstream as they
  * are, never cached (X-Cache BYPASS), bounded in size. A tag list falls back
  * on the tags the cache knows when the upstream is down, 5xx or 429, as a
  * tag's manifest does.
@@ -56,10 +56,6 @@ export class PassthroughListings {
       return { source: 'cache', tags: cached };
     }
     return { source: 'upstream', listing: await this.relay(req, res) };
-  }
-
-  async referrers(req: ListingRequest, subject: Digest, artifactType: string | undefined): Promise<Listing> {
-    return this.relay(req, await req.upstream.getReferrers(req.remoteName, subject, { artifactType, accept: req.accept, auth: req.auth }));
   }
 
   /**

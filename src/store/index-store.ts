@@ -32,10 +32,10 @@ type Sub = ReturnType<Level<string, unknown>['sublevel']>;
 
 /**
  * Key spaces for state that lives beside the cache index and must survive restarts, owned by
- * modules other than the cache (prefetch jobs, when pins were released). Values are JSON; their
+ * modules other than the cache (prefetch jobs, when pins were released, referrers answers). Values are JSON; their
  * owner validates them.
  */
-export type RecordSpace = 'prefetch-jobs' | 'unpinned';
+export type RecordSpace = 'prefetch-jobs' | 'unpinned' | 'referrers';
 
 /** One record space of the index: JSON values by string key. */
 export type RecordStore = {
@@ -44,7 +44,7 @@ export type RecordStore = {
   all(): AsyncIterable<[string, unknown]>;
 };
 
-const RECORD_SUBLEVELS: Record<RecordSpace, string> = { 'prefetch-jobs': 'j', unpinned: 'u' };
+const RECORD_SUBLEVELS: Record<RecordSpace, string> = { 'prefetch-jobs': 'j', unpinned: 'u', referrers: 'r' };
 
 /** What the cache index keeps: content entries by digest, tags by upstream + repository + tag. */
 export interface IndexStore {
