@@ -25,7 +25,7 @@ import { Coordinator } from './cluster/coordinator.ts';
 import { SharedPins } from './cluster/shared-pins.ts';
 import { sealer } from './cluster/seal.ts';
 import { redisRecencyIndex } from './cluster/recency-index.ts';
-import { SharedJobs } from './cluster/shared-jobs.ts';
+import { SharedJobs } from './prefetch/shared-jobs.ts';
 import { S3Budget } from './store/s3-budget.ts';
 import { hostname } from 'node:os';
 import type { SharedTier } from './store/shared-tier.ts';

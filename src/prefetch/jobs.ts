@@ -32,7 +32,7 @@ const ADOPT_EVERY_MS = 5_000;
 export type PublishResult = 'published' | 'taken' | 'offline';
 
 /**
- * Where the jobs of the nodes of a cluster meet (cluster/shared-jobs.ts). Best effort by
+ * Where the jobs of the nodes of a cluster meet (prefetch/shared-jobs.ts). Best effort by
  * contract: while it cannot be reached every call answers at once with nothing ('offline',
  * undefined, []) and never throws, and this node keeps its jobs to itself as a single node does.
  */

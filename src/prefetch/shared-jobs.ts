@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../observability/logger.ts';
-import { isFinished, isPrefetchJob, type PrefetchJob } from '../prefetch/job.ts';
-import type { JobBoard, PublishResult } from '../prefetch/jobs.ts';
-import type { Coordinator } from './coordinator.ts';
-import { aliveNodes, HEARTBEAT_TTL_MS, heartbeatKey, NodeHeartbeat } from './heartbeat.ts';
+import { isFinished, isPrefetchJob, type PrefetchJob } from './job.ts';
+import type { JobBoard, PublishResult } from './jobs.ts';
+import type { Coordinator } from '../cluster/coordinator.ts';
+import { aliveNodes, HEARTBEAT_TTL_MS, heartbeatKey, NodeHeartbeat } from '../cluster/heartbeat.ts';
 
 /** An unfinished job's record outlives a day without a save only if its node is gone for good. */
 const UNFINISHED_TTL_MS = 24 * 60 * 60 * 1000;

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { orphansOf, parseJobRecord, type OpenJobEntry } from '../../../src/cluster/shared-jobs.ts';
+import { orphansOf, parseJobRecord, type OpenJobEntry } from '../../../src/prefetch/shared-jobs.ts';
 import { newJob } from '../../../src/prefetch/job.ts';
 
 describe('orphansOf', () => {
